@@ -71,6 +71,7 @@ pub mod raw_node;
 pub mod rng;
 pub mod storage;
 
+/// The deterministic cluster simulation.
 #[cfg(feature = "test-util")]
 pub mod sim;
 

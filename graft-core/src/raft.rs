@@ -622,8 +622,12 @@ impl<S: Storage> Raft<S> {
             MessageBody::HeartbeatResponse { read_round } => {
                 pr.probe_sent = false;
                 pr.read_round = pr.read_round.max(read_round);
+                // Appends may have been lost: free a slot so that the next
+                // append goes out, and its answer (a rejection if something
+                // was lost) restarts the flow.
+                pr.free_first_inflight();
                 if pr.matched < self.log.last_index()? {
-                    self.send_append(from, false)?;
+                    self.send_append(from, true)?;
                 }
                 self.advance_reads();
             }

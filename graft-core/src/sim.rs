@@ -1,1 +1,802 @@
+//! A deterministic simulation of a whole cluster, seeded end to end.
+//!
+//! Every source of nondeterminism (message delay, loss, duplication and
+//! reordering; partitions; crashes and restarts; client requests; each
+//! member's election randomness) is drawn from one [`Rng`] seeded by the run's
+//! seed, so a seed replays exactly. The fault rates themselves are drawn per
+//! seed, so seeds differ in character: some lossy, some partition-heavy, some
+//! crash-heavy, some calm.
+//!
+//! After every step the simulation checks Raft's safety properties:
+//! - election safety: at most one leader per term;
+//! - a member grants at most one vote per term, even across crashes;
+//! - log matching: two durable logs with an entry of the same index and term
+//!   are identical up to it;
+//! - leader completeness: a new leader's log holds every applied entry;
+//! - state machine safety: every member applies the same entry at each
+//!   index, each index once, in order;
+//! - linearizable reads: a ReadIndex read covers every write acknowledged
+//!   before the read began;
+//! - durable terms and commit indexes never go backwards.
+//!
+//! Then the faults heal, and it checks liveness: a leader is elected and
+//! every acknowledged write is applied on every member within a bounded time.
 
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::cmp::Reverse;
+use std::fmt;
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::message::{ConfState, Entry, EntryPayload, Index, Message, MessageBody, NodeId, Term};
+use crate::raft::Role;
+use crate::raw_node::RawNode;
+use crate::rng::Rng;
+use crate::storage::MemStorage;
+
+/// Simulated time units per tick (a member's tick interval varies around it).
+const TICK: u64 = 10;
+
+/// What a run is made of. [`SimOptions::for_seed`] draws the fault rates.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Cluster size.
+    pub nodes: usize,
+    /// Time units of faults before healing.
+    pub chaos_time: u64,
+    /// Time units allowed after healing for the cluster to converge.
+    pub heal_time: u64,
+    /// Probability that a message is lost.
+    pub drop_rate: f64,
+    /// Probability that a message is delivered twice.
+    pub dup_rate: f64,
+    /// Message delay range in time units (reordering follows from it).
+    pub min_delay: u64,
+    /// See `min_delay`.
+    pub max_delay: u64,
+    /// Per time unit: probability that the partition changes.
+    pub partition_rate: f64,
+    /// Per time unit: probability that a member crashes.
+    pub crash_rate: f64,
+    /// Per Ready: probability that the member crashes part-way through it.
+    pub crash_in_ready_rate: f64,
+    /// Per time unit: probability that a client proposes a write.
+    pub propose_rate: f64,
+    /// Per time unit: probability that a client starts a read.
+    pub read_rate: f64,
+    /// Per time unit: probability that the leader is asked to transfer leadership.
+    pub transfer_rate: f64,
+}
+
+impl SimOptions {
+    /// Options for `seed`: the cluster size and fault rates are drawn from it.
+    pub fn for_seed(seed: u64) -> SimOptions {
+        let mut rng = Rng::new(seed ^ 0x5eed_0f_fa17);
+        let nodes = if rng.chance(0.5) { 3 } else { 5 };
+        let pick = |rng: &mut Rng, choices: &[f64]| choices[rng.range(0, choices.len() as u64) as usize];
+        let max_delay = pick(&mut rng, &[2.0, 10.0, 30.0, 60.0]) as u64;
+        SimOptions {
+            nodes,
+            chaos_time: 6_000,
+            heal_time: 6_000,
+            drop_rate: pick(&mut rng, &[0.0, 0.01, 0.05, 0.2]),
+            dup_rate: pick(&mut rng, &[0.0, 0.02, 0.1]),
+            min_delay: 1,
+            max_delay,
+            partition_rate: pick(&mut rng, &[0.0, 0.001, 0.005]),
+            crash_rate: pick(&mut rng, &[0.0, 0.0005, 0.002]),
+            crash_in_ready_rate: pick(&mut rng, &[0.0, 0.0, 0.002, 0.01]),
+            propose_rate: pick(&mut rng, &[0.05, 0.2, 0.5]),
+            read_rate: pick(&mut rng, &[0.02, 0.1, 0.3]),
+            transfer_rate: pick(&mut rng, &[0.0, 0.0, 0.0005]),
+        }
+    }
+}
+
+/// A safety or liveness violation, with where it happened.
+#[derive(Debug)]
+pub struct SimFailure {
+    /// The seed that reproduces it.
+    pub seed: u64,
+    /// The step (time unit) at which it was detected.
+    pub step: u64,
+    /// What went wrong.
+    pub what: String,
+    /// The last events before it, oldest first.
+    pub recent: Vec<String>,
+}
+
+impl fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "seed {} failed at step {}: {}", self.seed, self.step, self.what)?;
+        writeln!(f, "last events:")?;
+        for e in &self.recent {
+            writeln!(f, "  {e}")?;
+        }
+        write!(f, "replay: GRAFT_SIM_SEED={} cargo test -p graft-core --test sim -- --nocapture", self.seed)
+    }
+}
+
+/// What a successful run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimReport {
+    /// A hash of every event, in order: equal for equal seeds.
+    pub trace_hash: u64,
+    /// Steps simulated.
+    pub steps: u64,
+    /// Writes acknowledged to clients.
+    pub acked_writes: u64,
+    /// Reads served.
+    pub reads: u64,
+    /// Messages delivered.
+    pub delivered: u64,
+    /// Crashes injected (whole-member and part-way through a Ready).
+    pub crashes: u64,
+    /// Partitions injected.
+    pub partitions: u64,
+    /// Elections won.
+    pub leaders: u64,
+}
+
+/// One member's durable state machine: which entries it applied.
+#[derive(Clone, Debug, Default)]
+struct StateMachine {
+    /// Invariant: every index up to here was applied exactly once, in order.
+    applied: Index,
+}
+
+struct SimNode {
+    id: NodeId,
+    /// `None` while crashed.
+    raw: Option<RawNode<MemStorage>>,
+    /// The durable log while crashed (while up, it is the node's storage).
+    disk: Option<MemStorage>,
+    sm: StateMachine,
+    /// Per member: how many time units its ticks are apart.
+    tick_every: u64,
+    next_tick: u64,
+    restart_at: Option<u64>,
+    incarnation: u64,
+    /// Prefix hashes of the durable log: `prefix[i]` covers entries `1..=i`.
+    prefix: Vec<u64>,
+    last_commit: Index,
+    last_term: Term,
+}
+
+#[derive(Clone, Debug)]
+struct Proposal {
+    term: Term,
+    invoked: u64,
+}
+
+#[derive(Clone, Debug)]
+struct PendingRead {
+    node: NodeId,
+    /// The highest log index of any write acknowledged before the read began.
+    must_cover: Index,
+}
+
+/// The simulated cluster.
+pub struct Sim {
+    seed: u64,
+    opts: SimOptions,
+    rng: Rng,
+    now: u64,
+    nodes: Vec<SimNode>,
+    /// In-flight messages by delivery time (then send order).
+    net: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    net_msgs: HashMap<usize, Message>,
+    net_seq: u64,
+    /// Directed links that drop everything: (from, to).
+    blocked: BTreeSet<(NodeId, NodeId)>,
+    partition_until: u64,
+    healing: bool,
+    // Checker state.
+    leaders: BTreeMap<Term, NodeId>,
+    votes: BTreeMap<(NodeId, Term), NodeId>,
+    /// (index, term) -> prefix hash, across every member's durable log.
+    log_prefix: HashMap<(Index, Term), u64>,
+    /// index -> (term, payload hash) of every applied entry.
+    applied: Vec<(Term, u64)>,
+    proposals: BTreeMap<(NodeId, Index), Proposal>,
+    max_acked: Index,
+    reads: BTreeMap<u64, PendingRead>,
+    next_read: u64,
+    next_cmd: u64,
+    trace: u64,
+    recent: std::collections::VecDeque<String>,
+    report: SimReport,
+}
+
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn entry_hash(e: &Entry) -> u64 {
+    let h = fnv(FNV_OFFSET, &e.term.to_le_bytes());
+    match &e.payload {
+        EntryPayload::Noop => fnv(h, b"noop"),
+        EntryPayload::Command(d) => fnv(fnv(h, b"cmd"), d),
+        EntryPayload::Config(c) => fnv(fnv(h, b"conf"), format!("{:?}", c.conf).as_bytes()),
+    }
+}
+
+type Check = Result<(), String>;
+
+impl Sim {
+    /// A cluster for `seed` with `opts`.
+    pub fn new(seed: u64, opts: SimOptions) -> Sim {
+        let mut rng = Rng::new(seed);
+        let voters: Vec<NodeId> = (1..=opts.nodes as u64).collect();
+        let nodes = voters
+            .iter()
+            .map(|&id| {
+                let tick_every = rng.range(TICK - 1, TICK + 2);
+                SimNode {
+                    id,
+                    raw: None,
+                    disk: Some(MemStorage::new_with_conf(ConfState::with_voters(voters.iter().copied()))),
+                    sm: StateMachine::default(),
+                    tick_every,
+                    next_tick: rng.range(0, tick_every),
+                    restart_at: Some(0),
+                    incarnation: 0,
+                    prefix: vec![FNV_OFFSET],
+                    last_commit: 0,
+                    last_term: 0,
+                }
+            })
+            .collect();
+        Sim {
+            seed,
+            opts,
+            rng,
+            now: 0,
+            nodes,
+            net: BinaryHeap::new(),
+            net_msgs: HashMap::new(),
+            net_seq: 0,
+            blocked: BTreeSet::new(),
+            partition_until: 0,
+            healing: false,
+            leaders: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            log_prefix: HashMap::new(),
+            applied: vec![(0, 0)],
+            proposals: BTreeMap::new(),
+            max_acked: 0,
+            reads: BTreeMap::new(),
+            next_read: 1,
+            next_cmd: 1,
+            trace: FNV_OFFSET,
+            recent: std::collections::VecDeque::new(),
+            report: SimReport::default(),
+        }
+    }
+
+    fn event(&mut self, s: String) {
+        self.trace = fnv(self.trace, s.as_bytes());
+        if self.recent.len() == 40 {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(format!("[{}] {s}", self.now));
+    }
+
+    fn fail(&self, what: String) -> SimFailure {
+        SimFailure { seed: self.seed, step: self.now, what, recent: self.recent.iter().cloned().collect() }
+    }
+
+    /// Runs the whole simulation: chaos, then healing and the liveness check.
+    pub fn run(mut self) -> Result<SimReport, SimFailure> {
+        while self.now < self.opts.chaos_time {
+            self.step().map_err(|e| self.fail(e))?;
+        }
+        self.heal();
+        let deadline = self.now + self.opts.heal_time;
+        let mut final_write: Option<(NodeId, Index)> = None;
+        loop {
+            self.step().map_err(|e| self.fail(e))?;
+            if final_write.is_none() {
+                // Once there is a leader, one more write pushes every
+                // earlier entry through.
+                if let Some(l) = self.leader() {
+                    let data = Bytes::from(format!("final-{}", self.seed));
+                    if let Some(raw) = self.nodes[l].raw.as_mut() {
+                        if let Ok(index) = raw.propose(data) {
+                            let term = raw.term();
+                            self.proposals.insert((l as u64 + 1, index), Proposal { term, invoked: self.now });
+                            final_write = Some((l as u64 + 1, index));
+                        }
+                    }
+                }
+            }
+            if self.converged(final_write) {
+                break;
+            }
+            if self.now >= deadline {
+                let states: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|n| match &n.raw {
+                        Some(r) => format!("{}:{:?}/t{}/applied {}", n.id, r.role(), r.term(), n.sm.applied),
+                        None => format!("{}:down", n.id),
+                    })
+                    .collect();
+                return Err(self.fail(format!(
+                    "liveness: {} time units after healing, the cluster has not converged \
+                     (highest acknowledged write {}, final write {:?}): {}",
+                    self.opts.heal_time,
+                    self.max_acked,
+                    final_write,
+                    states.join(", ")
+                )));
+            }
+        }
+        self.report.trace_hash = self.trace;
+        self.report.steps = self.now;
+        Ok(self.report)
+    }
+
+    fn converged(&self, final_write: Option<(NodeId, Index)>) -> bool {
+        let Some((_, index)) = final_write else { return false };
+        let acked_final = self.max_acked >= index;
+        acked_final && self.nodes.iter().all(|n| n.raw.is_some() && n.sm.applied >= self.max_acked)
+    }
+
+    fn leader(&self) -> Option<usize> {
+        let mut best: Option<(Term, usize)> = None;
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Some(r) = &n.raw {
+                if r.role() == Role::Leader && best.is_none_or(|(t, _)| r.term() > t) {
+                    best = Some((r.term(), i));
+                }
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    fn heal(&mut self) {
+        self.healing = true;
+        self.blocked.clear();
+        self.opts.drop_rate = 0.0;
+        self.opts.dup_rate = 0.0;
+        self.opts.max_delay = self.opts.max_delay.min(10);
+        for n in &mut self.nodes {
+            if n.raw.is_none() {
+                n.restart_at = Some(self.now);
+            }
+        }
+        self.event("heal".into());
+    }
+
+    /// One time unit.
+    fn step(&mut self) -> Check {
+        self.now += 1;
+        if !self.healing {
+            self.inject_faults();
+        }
+        // Restarts.
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].restart_at.is_some_and(|t| t <= self.now) {
+                self.restart(i)?;
+            }
+        }
+        // Deliveries.
+        while let Some(Reverse((at, _, key))) = self.net.peek().copied() {
+            if at > self.now {
+                break;
+            }
+            self.net.pop();
+            if let Some(m) = self.net_msgs.remove(&key) {
+                self.deliver(m)?;
+            }
+        }
+        // Ticks.
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].raw.is_some() && self.nodes[i].next_tick <= self.now {
+                self.nodes[i].next_tick = self.now + self.nodes[i].tick_every;
+                if let Some(raw) = self.nodes[i].raw.as_mut() {
+                    raw.tick().map_err(|e| format!("tick on {}: {e}", i + 1))?;
+                }
+            }
+        }
+        // Clients.
+        if self.rng.chance(self.opts.propose_rate) {
+            self.client_write();
+        }
+        if self.rng.chance(self.opts.read_rate) {
+            self.client_read();
+        }
+        if !self.healing && self.rng.chance(self.opts.transfer_rate) {
+            if let Some(l) = self.leader() {
+                let to = self.rng.range(1, self.nodes.len() as u64 + 1);
+                if let Some(raw) = self.nodes[l].raw.as_mut() {
+                    let _ = raw.transfer_leader(to);
+                }
+                self.event(format!("transfer {} -> {to}", l + 1));
+            }
+        }
+        // Ready processing.
+        for i in 0..self.nodes.len() {
+            self.process_ready(i)?;
+        }
+        Ok(())
+    }
+
+    fn inject_faults(&mut self) {
+        let n = self.nodes.len() as u64;
+        if self.now >= self.partition_until && !self.blocked.is_empty() {
+            self.blocked.clear();
+            self.event("partition healed".into());
+        }
+        if self.rng.chance(self.opts.partition_rate) {
+            self.partition();
+        }
+        if self.rng.chance(self.opts.crash_rate) {
+            // Crash the leader half of the time.
+            let victim = match self.leader() {
+                Some(l) if self.rng.chance(0.5) => l,
+                _ => self.rng.range(0, n) as usize,
+            };
+            if self.nodes[victim].raw.is_some() {
+                self.crash(victim);
+                let down = self.rng.range(TICK, 40 * TICK);
+                self.nodes[victim].restart_at = Some(self.now + down);
+            }
+        }
+    }
+
+    fn partition(&mut self) {
+        let ids: Vec<NodeId> = (1..=self.nodes.len() as u64).collect();
+        let mut shuffled = ids.clone();
+        for i in (1..shuffled.len()).rev() {
+            let j = self.rng.range(0, i as u64 + 1) as usize;
+            shuffled.swap(i, j);
+        }
+        self.blocked.clear();
+        let kind = self.rng.range(0, 5);
+        let leader = self.leader().map(|l| l as u64 + 1);
+        let cut = |blocked: &mut BTreeSet<(NodeId, NodeId)>, a: &[NodeId], b: &[NodeId], both: bool| {
+            for &x in a {
+                for &y in b {
+                    blocked.insert((x, y));
+                    if both {
+                        blocked.insert((y, x));
+                    }
+                }
+            }
+        };
+        let desc = match kind {
+            0 => {
+                // Majority / minority.
+                let k = self.rng.range(1, ids.len() as u64 / 2 + 1) as usize;
+                cut(&mut self.blocked, &shuffled[..k], &shuffled[k..], true);
+                format!("split {:?} | {:?}", &shuffled[..k], &shuffled[k..])
+            }
+            1 => {
+                // Isolate the leader (or anyone).
+                let x = leader.unwrap_or(shuffled[0]);
+                let rest: Vec<NodeId> = ids.iter().copied().filter(|&i| i != x).collect();
+                cut(&mut self.blocked, &[x], &rest, true);
+                format!("isolate {x}")
+            }
+            2 => {
+                // One-way: a member can send but not receive (or the reverse).
+                let x = shuffled[0];
+                let rest: Vec<NodeId> = ids.iter().copied().filter(|&i| i != x).collect();
+                if self.rng.chance(0.5) {
+                    cut(&mut self.blocked, &rest, &[x], false);
+                    format!("{x} deaf")
+                } else {
+                    cut(&mut self.blocked, &[x], &rest, false);
+                    format!("{x} mute")
+                }
+            }
+            3 => {
+                // A bridge: two halves that only one member connects.
+                let bridge = shuffled[0];
+                let half = (ids.len() - 1) / 2;
+                let (a, b) = shuffled[1..].split_at(half);
+                cut(&mut self.blocked, a, b, true);
+                format!("bridge {bridge} between {a:?} and {b:?}")
+            }
+            _ => {
+                // Random one-way links.
+                for &x in &ids {
+                    for &y in &ids {
+                        if x != y && self.rng.chance(0.3) {
+                            self.blocked.insert((x, y));
+                        }
+                    }
+                }
+                format!("random links {:?}", self.blocked)
+            }
+        };
+        self.partition_until = self.now + self.rng.range(20 * TICK, 150 * TICK);
+        self.report.partitions += 1;
+        self.event(format!("partition: {desc}"));
+    }
+
+    fn crash(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if let Some(raw) = node.raw.take() {
+            node.disk = Some(raw.storage().clone());
+        }
+        let id = node.id;
+        // Outstanding requests on the member are lost with it.
+        self.proposals.retain(|(n, _), _| *n != id);
+        self.reads.retain(|_, r| r.node != id);
+        self.report.crashes += 1;
+        self.event(format!("crash {id}"));
+    }
+
+    fn restart(&mut self, i: usize) -> Check {
+        let node = &mut self.nodes[i];
+        node.restart_at = None;
+        let Some(disk) = node.disk.take() else { return Ok(()) };
+        node.incarnation += 1;
+        let mut cfg = Config::new(node.id);
+        cfg.applied = node.sm.applied;
+        cfg.seed = self.seed.wrapping_mul(31).wrapping_add(node.id * 1_000_003 + node.incarnation);
+        cfg.max_entries_per_msg = 16;
+        cfg.max_inflight_msgs = 8;
+        let raw = RawNode::new(cfg, disk).map_err(|e| format!("restart of {}: {e}", node.id))?;
+        node.raw = Some(raw);
+        node.next_tick = self.now + node.tick_every;
+        let id = node.id;
+        self.event(format!("start {id}"));
+        Ok(())
+    }
+
+    fn send(&mut self, m: Message) -> Check {
+        // A member grants at most one vote per term, crash or not.
+        if let MessageBody::VoteResponse { pre_vote: false, granted: true } = m.body {
+            if let Some(prev) = self.votes.insert((m.from, m.term), m.to) {
+                if prev != m.to {
+                    return Err(format!(
+                        "member {} voted for both {prev} and {} in term {}",
+                        m.from, m.to, m.term
+                    ));
+                }
+            }
+        }
+        if self.blocked.contains(&(m.from, m.to)) || self.rng.chance(self.opts.drop_rate) {
+            return Ok(());
+        }
+        let copies = if self.rng.chance(self.opts.dup_rate) { 2 } else { 1 };
+        for _ in 0..copies {
+            let at = self.now + self.rng.range(self.opts.min_delay, self.opts.max_delay + 1);
+            self.net_seq += 1;
+            let key = self.net_seq as usize;
+            self.net_msgs.insert(key, m.clone());
+            self.net.push(Reverse((at, self.net_seq, key)));
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, m: Message) -> Check {
+        let i = (m.to - 1) as usize;
+        let Some(raw) = self.nodes.get_mut(i).and_then(|n| n.raw.as_mut()) else { return Ok(()) };
+        let desc = format!("{} -> {} t{} {}", m.from, m.to, m.term, m.body.kind());
+        raw.step(m).map_err(|e| format!("step on {}: {e}", i + 1))?;
+        self.report.delivered += 1;
+        self.event(desc);
+        Ok(())
+    }
+
+    fn client_write(&mut self) {
+        // Clients mostly find the leader; sometimes they ask anyone.
+        let target = match self.leader() {
+            Some(l) if self.rng.chance(0.9) => l,
+            _ => self.rng.range(0, self.nodes.len() as u64) as usize,
+        };
+        let id = self.next_cmd;
+        self.next_cmd += 1;
+        let Some(raw) = self.nodes[target].raw.as_mut() else { return };
+        if let Ok(index) = raw.propose(Bytes::from(format!("w{id}"))) {
+            let term = raw.term();
+            self.proposals.insert((target as u64 + 1, index), Proposal { term, invoked: self.now });
+            self.event(format!("propose w{id} at {} index {index} term {term}", target + 1));
+        }
+    }
+
+    fn client_read(&mut self) {
+        let target = match self.leader() {
+            Some(l) if self.rng.chance(0.9) => l,
+            _ => self.rng.range(0, self.nodes.len() as u64) as usize,
+        };
+        let ctx = self.next_read;
+        let must_cover = self.max_acked;
+        let Some(raw) = self.nodes[target].raw.as_mut() else { return };
+        if raw.read_index(ctx).is_ok() {
+            self.next_read += 1;
+            self.reads.insert(ctx, PendingRead { node: target as u64 + 1, must_cover });
+            self.event(format!("read r{ctx} at {}", target + 1));
+        }
+    }
+
+    /// Carries out one Ready of member `i`, possibly crashing part-way.
+    fn process_ready(&mut self, i: usize) -> Check {
+        let id = self.nodes[i].id;
+        let Some(raw) = self.nodes[i].raw.as_mut() else { return Ok(()) };
+        if !raw.has_ready() {
+            return Ok(());
+        }
+        let rd = raw.ready().map_err(|e| format!("ready on {id}: {e}"))?;
+        // Where (if anywhere) this member crashes: 0 before anything, 1 after
+        // sending `messages`, 2 after persisting, 3 after sending the rest,
+        // 4 after applying.
+        let crash_at = if !self.healing && self.rng.chance(self.opts.crash_in_ready_rate) {
+            Some(self.rng.range(0, 5))
+        } else {
+            None
+        };
+
+        if let Some(ss) = rd.soft_state {
+            let term = self.nodes[i].raw.as_ref().map_or(0, |r| r.term());
+            self.event(format!("{id} is {:?} in term {term}", ss.role));
+            if ss.role == Role::Leader {
+                self.on_new_leader(i, term)?;
+            }
+            if ss.role != Role::Leader {
+                // Reads in flight on a deposed leader are never answered.
+                self.reads.retain(|_, r| r.node != id);
+            }
+        }
+        if crash_at == Some(0) {
+            return self.crash_now(i);
+        }
+        for m in rd.messages {
+            self.send(m)?;
+        }
+        if crash_at == Some(1) {
+            return self.crash_now(i);
+        }
+        self.persist(i, rd.hard_state, &rd.entries)?;
+        if crash_at == Some(2) {
+            return self.crash_now(i);
+        }
+        for m in rd.persisted_messages {
+            self.send(m)?;
+        }
+        if crash_at == Some(3) {
+            return self.crash_now(i);
+        }
+        self.apply(i, &rd.committed_entries)?;
+        for rs in rd.read_states {
+            if let Some(read) = self.reads.remove(&rs.ctx) {
+                if rs.index < read.must_cover {
+                    return Err(format!(
+                        "read r{} on {id} has index {} but a write at index {} was acknowledged before it began",
+                        rs.ctx, rs.index, read.must_cover
+                    ));
+                }
+                self.report.reads += 1;
+                self.event(format!("read r{} served at index {}", rs.ctx, rs.index));
+            }
+        }
+        if crash_at == Some(4) {
+            return self.crash_now(i);
+        }
+        if let Some(raw) = self.nodes[i].raw.as_mut() {
+            raw.advance().map_err(|e| format!("advance on {id}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn crash_now(&mut self, i: usize) -> Check {
+        let down = self.rng.range(TICK, 20 * TICK);
+        self.crash(i);
+        self.nodes[i].restart_at = Some(self.now + down);
+        Ok(())
+    }
+
+    fn on_new_leader(&mut self, i: usize, term: Term) -> Check {
+        let id = self.nodes[i].id;
+        if let Some(other) = self.leaders.insert(term, id) {
+            if other != id {
+                return Err(format!("election safety: both {other} and {id} lead term {term}"));
+            }
+        }
+        self.report.leaders += 1;
+        // Leader completeness: every applied (hence committed) entry is in
+        // the new leader's log.
+        let Some(raw) = self.nodes[i].raw.as_ref() else { return Ok(()) };
+        let last_applied = self.applied.len() as u64 - 1;
+        if last_applied > 0 {
+            let want = self.applied[last_applied as usize].0;
+            let have = raw.log_term(last_applied);
+            if have != Some(want) {
+                return Err(format!(
+                    "leader completeness: new leader {id} of term {term} has term {have:?} at committed index \
+                     {last_applied}, expected {want}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn persist(&mut self, i: usize, hs: Option<crate::HardState>, entries: &[Entry]) -> Check {
+        let node = &mut self.nodes[i];
+        let id = node.id;
+        let Some(raw) = node.raw.as_mut() else { return Ok(()) };
+        let store = raw.storage_mut();
+        store.append(entries).map_err(|e| format!("append on {id}: {e}"))?;
+        if let Some(hs) = hs {
+            if hs.term < node.last_term {
+                return Err(format!("durable term of {id} went back from {} to {}", node.last_term, hs.term));
+            }
+            if hs.commit < node.last_commit {
+                return Err(format!("durable commit of {id} went back from {} to {}", node.last_commit, hs.commit));
+            }
+            node.last_term = hs.term;
+            node.last_commit = hs.commit;
+            store.set_hard_state(hs);
+        }
+        // Log matching, checked on every durable entry.
+        for e in entries {
+            node.prefix.truncate(e.index as usize);
+            let prev = *node.prefix.last().unwrap_or(&FNV_OFFSET);
+            let h = fnv(prev, &entry_hash(e).to_le_bytes());
+            node.prefix.push(h);
+            match self.log_prefix.get(&(e.index, e.term)) {
+                Some(&other) if other != h => {
+                    return Err(format!(
+                        "log matching: {id} has entry {} of term {} with a different prefix than another member",
+                        e.index, e.term
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    self.log_prefix.insert((e.index, e.term), h);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, i: usize, entries: &[Entry]) -> Check {
+        let id = self.nodes[i].id;
+        for e in entries {
+            let sm = &mut self.nodes[i].sm;
+            if e.index != sm.applied + 1 {
+                return Err(format!("{id} applied index {} after {}: not in order", e.index, sm.applied));
+            }
+            sm.applied = e.index;
+            let h = entry_hash(e);
+            let idx = e.index as usize;
+            if idx < self.applied.len() {
+                if self.applied[idx] != (e.term, h) {
+                    return Err(format!(
+                        "state machine safety: {id} applied {:?} at index {} (term {}), another member applied \
+                         a different entry (term {})",
+                        e.payload, e.index, e.term, self.applied[idx].0
+                    ));
+                }
+            } else {
+                self.applied.push((e.term, h));
+            }
+            if let Some(p) = self.proposals.remove(&(id, e.index)) {
+                if p.term == e.term {
+                    self.max_acked = self.max_acked.max(e.index);
+                    self.report.acked_writes += 1;
+                    let waited = self.now - p.invoked;
+                    self.event(format!("ack index {} on {id} after {waited}", e.index));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the simulation for `seed` with the options drawn from it.
+pub fn run_seed(seed: u64) -> Result<SimReport, SimFailure> {
+    Sim::new(seed, SimOptions::for_seed(seed)).run()
+}
