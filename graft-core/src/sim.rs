@@ -78,14 +78,14 @@ impl SimOptions {
         let max_delay = pick(&mut rng, &[2.0, 10.0, 30.0, 60.0]) as u64;
         SimOptions {
             nodes,
-            chaos_time: 6_000,
+            chaos_time: 20_000,
             heal_time: 6_000,
             drop_rate: pick(&mut rng, &[0.0, 0.01, 0.05, 0.2]),
             dup_rate: pick(&mut rng, &[0.0, 0.02, 0.1]),
             min_delay: 1,
             max_delay,
-            partition_rate: pick(&mut rng, &[0.0, 0.001, 0.005]),
-            crash_rate: pick(&mut rng, &[0.0, 0.0005, 0.002]),
+            partition_rate: pick(&mut rng, &[0.0, 0.001, 0.005, 0.02]),
+            crash_rate: pick(&mut rng, &[0.0, 0.0005, 0.002, 0.01]),
             crash_in_ready_rate: pick(&mut rng, &[0.0, 0.0, 0.002, 0.01]),
             propose_rate: pick(&mut rng, &[0.05, 0.2, 0.5]),
             read_rate: pick(&mut rng, &[0.02, 0.1, 0.3]),
