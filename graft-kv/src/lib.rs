@@ -1,1 +1,31 @@
-//! graft-kv
+//! graft-kv: a replicated key-value store on the graft-core Raft library,
+//! with redb for durable state and tokio for the network.
+//!
+//! # Layout
+//! - [`server`]: one member — listener, connection handlers, startup checks.
+//! - [`node`]: the task that owns the Raft node, the log and the state
+//!   machine, and carries out each `Ready` in order.
+//! - [`transport`]: outbound Raft traffic, one task and queue per peer.
+//! - [`storage`]: the redb database — identity, log, hard state, key-value
+//!   tables, client sessions.
+//! - [`command`]: the commands written into the log.
+//! - [`protocol`]: frames and messages on the wire.
+//! - [`client`]: [`Client`], the Rust client graft-cli uses.
+//! - [`config`]: the cluster file and the built-in default cluster.
+//! - [`demo`]: `graft-kv demo-timestamps`, the original project's behaviour.
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod command;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod node;
+pub mod protocol;
+pub mod server;
+pub mod storage;
+pub mod transport;
+
+pub use client::{Client, ClientError, ClientOptions};
+pub use config::ClusterConfig;

@@ -1,0 +1,433 @@
+//! `Client`: the Rust client for graft. It finds the leader, follows
+//! not-leader hints, retries transient failures with backoff under an
+//! overall timeout, keeps many requests in flight on one connection per
+//! member, and makes writes exactly-once with a session.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), graft_kv::client::ClientError> {
+//! let client = graft_kv::Client::new(graft_kv::ClientOptions::default());
+//! client.put("greeting", "hello").await?;
+//! let v = client.get("greeting").await?;
+//! assert_eq!(v.map(|v| v.value), Some("hello".into()));
+//! # Ok(()) }
+//! ```
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::config::ClusterConfig;
+use crate::protocol::{
+    self, ApiError, ClientRequest, ClientResponse, ConnKind, Consistency, Expect, Hello, HelloReply,
+    MemberStatus, Request, Response, SessionSeq, Versioned,
+};
+
+/// How a [`Client`] reaches the cluster.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Members to try, as `host:port`. The leader's address may come from a
+    /// hint even if it is not listed.
+    pub endpoints: Vec<String>,
+    /// How long one call may take, retries included.
+    pub timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    /// The built-in default cluster (127.0.0.1:15000-15004), 5 s timeout.
+    fn default() -> ClientOptions {
+        ClientOptions { endpoints: ClusterConfig::default().endpoints(), timeout: Duration::from_secs(5) }
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No member gave an answer in time. For a write, whether it took effect
+    /// is unknown (a retry with the same client is still exactly-once).
+    #[error("{}cluster unavailable after {timeout:?}: tried {}; last error: {last_error}",
+        if *.write { "write outcome unknown: " } else { "" }, .tried.join(", "))]
+    Unavailable {
+        /// Addresses tried.
+        tried: Vec<String>,
+        /// The last failure seen.
+        last_error: String,
+        /// The overall timeout.
+        timeout: Duration,
+        /// Whether the call was a write.
+        write: bool,
+    },
+    /// The cluster answered with an error that retrying will not fix.
+    #[error(transparent)]
+    Api(ApiError),
+}
+
+impl ClientError {
+    /// Whether this error leaves a write's outcome unknown.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Unavailable { write: true, .. } | ClientError::Api(ApiError::SessionExpired)
+        )
+    }
+}
+
+type Pending = oneshot::Sender<Result<Response, ApiError>>;
+
+/// A multiplexed connection to one member.
+struct Conn {
+    tx: mpsc::UnboundedSender<(Request, Pending)>,
+}
+
+/// A connection failure on one attempt.
+#[derive(Debug)]
+struct AttemptError(String);
+
+struct Inner {
+    opts: ClientOptions,
+    /// Identifies this client's session; random.
+    client_id: u64,
+    next_seq: AtomicU64,
+    /// Sequence numbers of writes not yet finished.
+    outstanding: Mutex<BTreeSet<u64>>,
+    leader: Mutex<Option<String>>,
+    conns: Mutex<HashMap<String, Arc<Conn>>>,
+    rotate: AtomicUsize,
+}
+
+/// A client of a graft cluster. Cheap to clone; clones share connections and
+/// the exactly-once session.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+impl Client {
+    /// A client for the cluster in `opts`. Connects lazily.
+    pub fn new(opts: ClientOptions) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                opts,
+                client_id: random_u64() | 1,
+                next_seq: AtomicU64::new(1),
+                outstanding: Mutex::new(BTreeSet::new()),
+                leader: Mutex::new(None),
+                conns: Mutex::new(HashMap::new()),
+                rotate: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The address of the leader this client currently talks to, if known.
+    pub fn leader(&self) -> Option<String> {
+        self.inner.leader.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// This client's session id.
+    pub fn client_id(&self) -> u64 {
+        self.inner.client_id
+    }
+
+    /// Reads `key` linearizably.
+    pub async fn get(&self, key: impl Into<Bytes>) -> Result<Option<Versioned>, ClientError> {
+        self.get_with(key, Consistency::Linearizable).await
+    }
+
+    /// Reads `key` with the given consistency. A stale read is served by the
+    /// first reachable endpoint, leader or not.
+    pub async fn get_with(
+        &self,
+        key: impl Into<Bytes>,
+        consistency: Consistency,
+    ) -> Result<Option<Versioned>, ClientError> {
+        match self.call(Request::Get { key: key.into(), consistency }).await? {
+            Response::Get(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Lists up to `limit` keys starting with `prefix`, in key order.
+    pub async fn scan(
+        &self,
+        prefix: impl Into<Bytes>,
+        limit: u32,
+        consistency: Consistency,
+    ) -> Result<Vec<(Bytes, Versioned)>, ClientError> {
+        match self.call(Request::Scan { prefix: prefix.into(), limit, consistency }).await? {
+            Response::Scan(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sets `key` to `value`; returns the new version.
+    pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<u64, ClientError> {
+        let (key, value) = (key.into(), value.into());
+        match self.write(|session| Request::Put { key: key.clone(), value: value.clone(), session }).await? {
+            Response::Put { version } => Ok(version),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Removes `key`; returns the version it had, if it existed.
+    pub async fn delete(&self, key: impl Into<Bytes>) -> Result<Option<u64>, ClientError> {
+        let key = key.into();
+        match self.write(|session| Request::Delete { key: key.clone(), session }).await? {
+            Response::Delete { previous } => Ok(previous),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sets `key` to `value` if it holds what `expect` says. Returns whether
+    /// it swapped and the value after the operation.
+    pub async fn cas(
+        &self,
+        key: impl Into<Bytes>,
+        expect: Expect,
+        value: impl Into<Bytes>,
+    ) -> Result<(bool, Option<Versioned>), ClientError> {
+        let (key, value) = (key.into(), value.into());
+        let make = |session| Request::Cas {
+            key: key.clone(),
+            expect: expect.clone(),
+            value: value.clone(),
+            session,
+        };
+        match self.write(make).await? {
+            Response::Cas { swapped, current } => Ok((swapped, current)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Asks the leader to hand leadership to member `to`; returns once it has.
+    pub async fn transfer_leader(&self, to: u64) -> Result<(), ClientError> {
+        self.call(Request::TransferLeader { to }).await.map(|_| ())
+    }
+
+    /// Asks one member for its status (no retries elsewhere).
+    pub async fn status_of(&self, addr: &str) -> Result<MemberStatus, ClientError> {
+        let deadline = Instant::now() + self.inner.opts.timeout;
+        let r = tokio::time::timeout_at(deadline, self.attempt(addr, Request::Status)).await;
+        let err = match r {
+            Ok(Ok(Ok(Response::Status(s)))) => return Ok(*s),
+            Ok(Ok(Ok(other))) => return Err(unexpected(other)),
+            Ok(Ok(Err(e))) => return Err(ClientError::Api(e)),
+            Ok(Err(AttemptError(e))) => e,
+            Err(_) => "timed out".to_owned(),
+        };
+        Err(ClientError::Unavailable {
+            tried: vec![addr.to_owned()],
+            last_error: err,
+            timeout: self.inner.opts.timeout,
+            write: false,
+        })
+    }
+
+    /// Runs a write under the session: the same seq on every retry.
+    async fn write(&self, make: impl Fn(Option<SessionSeq>) -> Request) -> Result<Response, ClientError> {
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        let ack_below = {
+            let mut out = self.inner.outstanding.lock().unwrap_or_else(|p| p.into_inner());
+            out.insert(seq);
+            out.first().copied().unwrap_or(seq)
+        };
+        let session = SessionSeq { client: self.inner.client_id, seq, ack_below };
+        let result = self.call(make(Some(session))).await;
+        self.inner.outstanding.lock().unwrap_or_else(|p| p.into_inner()).remove(&seq);
+        result
+    }
+
+    fn pick(&self, stale_read: bool) -> String {
+        if !stale_read {
+            if let Some(l) = self.leader() {
+                return l;
+            }
+        }
+        let eps = &self.inner.opts.endpoints;
+        if eps.is_empty() {
+            return String::new();
+        }
+        eps[self.inner.rotate.load(Ordering::Relaxed) % eps.len()].clone()
+    }
+
+    fn set_leader(&self, addr: Option<String>) {
+        if let Ok(mut l) = self.inner.leader.lock() {
+            *l = addr;
+        }
+    }
+
+    /// Sends `req` to the cluster, following hints and retrying until the
+    /// overall timeout.
+    pub async fn call(&self, req: Request) -> Result<Response, ClientError> {
+        let timeout = self.inner.opts.timeout;
+        let deadline = Instant::now() + timeout;
+        let stale = matches!(
+            req,
+            Request::Get { consistency: Consistency::Stale, .. }
+                | Request::Scan { consistency: Consistency::Stale, .. }
+        );
+        let write = req.is_write();
+        let mut tried: Vec<String> = Vec::new();
+        let mut last_error = String::from("no endpoints");
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let addr = self.pick(stale);
+            if addr.is_empty() {
+                break;
+            }
+            if !tried.contains(&addr) {
+                tried.push(addr.clone());
+            }
+            let outcome = tokio::time::timeout_at(deadline, self.attempt(&addr, req.clone())).await;
+            let retry_now = match outcome {
+                Err(_) => {
+                    last_error = format!("{addr}: no answer in time");
+                    break;
+                }
+                Ok(Ok(Ok(resp))) => {
+                    if !stale {
+                        self.set_leader(Some(addr));
+                    }
+                    return Ok(resp);
+                }
+                Ok(Ok(Err(ApiError::NotLeader { leader: Some(hint) }))) if hint.addr != addr => {
+                    last_error = format!("{addr}: not the leader");
+                    self.set_leader(Some(hint.addr));
+                    true
+                }
+                Ok(Ok(Err(e @ (ApiError::NotLeader { .. } | ApiError::Unavailable(_))))) => {
+                    last_error = format!("{addr}: {e}");
+                    false
+                }
+                Ok(Ok(Err(e))) => return Err(ClientError::Api(e)),
+                Ok(Err(AttemptError(e))) => {
+                    last_error = format!("{addr}: {e}");
+                    if let Ok(mut conns) = self.inner.conns.lock() {
+                        conns.remove(&addr);
+                    }
+                    false
+                }
+            };
+            if !retry_now {
+                self.set_leader(None);
+                self.inner.rotate.fetch_add(1, Ordering::Relaxed);
+                if tokio::time::timeout_at(deadline, tokio::time::sleep(backoff)).await.is_err() {
+                    break;
+                }
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+        }
+        Err(ClientError::Unavailable { tried, last_error, timeout, write })
+    }
+
+    /// One try at one member.
+    async fn attempt(&self, addr: &str, req: Request) -> Result<Result<Response, ApiError>, AttemptError> {
+        let conn = self.conn(addr).await?;
+        let (tx, rx) = oneshot::channel();
+        conn.tx.send((req, tx)).map_err(|_| AttemptError("connection closed".into()))?;
+        rx.await.map_err(|_| AttemptError("connection lost before the answer".into()))
+    }
+
+    async fn conn(&self, addr: &str) -> Result<Arc<Conn>, AttemptError> {
+        if let Some(c) = self.inner.conns.lock().ok().and_then(|c| c.get(addr).cloned()) {
+            if !c.tx.is_closed() {
+                return Ok(c);
+            }
+        }
+        let conn = Arc::new(connect(addr).await?);
+        if let Ok(mut conns) = self.inner.conns.lock() {
+            conns.insert(addr.to_owned(), conn.clone());
+        }
+        Ok(conn)
+    }
+}
+
+fn unexpected(r: Response) -> ClientError {
+    ClientError::Api(ApiError::Internal(format!("unexpected response {r:?}")))
+}
+
+async fn connect(addr: &str) -> Result<Conn, AttemptError> {
+    let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
+        .await
+        .map_err(|_| AttemptError("connect timed out".into()))?
+        .map_err(|e| AttemptError(e.to_string()))?;
+    stream.set_nodelay(true).map_err(|e| AttemptError(e.to_string()))?;
+    let mut framed = protocol::framed(stream);
+    protocol::send(&mut framed, &Hello::new(ConnKind::Client))
+        .await
+        .map_err(|e| AttemptError(e.to_string()))?;
+    match protocol::recv::<_, HelloReply>(&mut framed).await.map_err(|e| AttemptError(e.to_string()))? {
+        Some(HelloReply::Welcome { .. }) => {}
+        Some(HelloReply::Refused { reason }) => return Err(AttemptError(format!("refused: {reason}"))),
+        None => return Err(AttemptError("closed during hello".into())),
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(conn_task(framed, rx));
+    Ok(Conn { tx })
+}
+
+/// Writes requests and routes answers back by id, until either side fails.
+async fn conn_task(
+    framed: protocol::FramedConn<TcpStream>,
+    mut rx: mpsc::UnboundedReceiver<(Request, Pending)>,
+) {
+    let (mut sink, mut stream) = framed.split();
+    let mut pending: HashMap<u64, Pending> = HashMap::new();
+    let mut next_id = 1u64;
+    loop {
+        tokio::select! {
+            req = rx.recv() => {
+                let Some((request, reply)) = req else { return };
+                let mut batch = vec![(request, reply)];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                    if batch.len() >= 1024 {
+                        break;
+                    }
+                }
+                let mut failed = false;
+                for (request, reply) in batch {
+                    let id = next_id;
+                    next_id += 1;
+                    let frame = match protocol::encode(&ClientRequest { id, request }) {
+                        Ok(f) => f,
+                        Err(e) => {
+                            let _ = reply.send(Err(ApiError::Invalid(e.to_string())));
+                            continue;
+                        }
+                    };
+                    pending.insert(id, reply);
+                    if sink.feed(frame).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                }
+                if failed || sink.flush().await.is_err() {
+                    return;
+                }
+            }
+            frame = stream.next() => {
+                let Some(Ok(frame)) = frame else { return };
+                let Ok(resp) = protocol::decode::<ClientResponse>(&frame) else { return };
+                if let Some(reply) = pending.remove(&resp.id) {
+                    let _ = reply.send(resp.result);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The commands graft-kv writes into the Raft log (postcard-encoded in
+//! `EntryPayload::Command`).
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{Expect, SessionSeq};
+
+/// One replicated write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Identifies the write for exactly-once execution.
+    pub session: Option<SessionSeq>,
+    /// The leader's wall clock when it proposed the write, in ms since the
+    /// epoch. Sessions expire by this clock, so every member expires them at
+    /// the same entry.
+    pub time_ms: u64,
+    /// What to do.
+    pub op: WriteOp,
+}
+
+/// A write operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteOp {
+    /// Sets `key` to `value`.
+    Put {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+    },
+    /// Removes `key`.
+    Delete {
+        /// The key.
+        key: Bytes,
+    },
+    /// Sets `key` to `value` if it holds what `expect` says.
+    Cas {
+        /// The key.
+        key: Bytes,
+        /// The condition.
+        expect: Expect,
+        /// The new value.
+        value: Bytes,
+    },
+    /// Changes no data: the timestamp demo's entries.
+    Note(String),
+}
+
+impl WriteOp {
+    /// A short description for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            WriteOp::Put { key, value } => format!("put {:?} ({} bytes)", key, value.len()),
+            WriteOp::Delete { key } => format!("delete {key:?}"),
+            WriteOp::Cas { key, .. } => format!("cas {key:?}"),
+            WriteOp::Note(s) => s.clone(),
+        }
+    }
+}

@@ -1,0 +1,560 @@
+//! The task that owns the Raft node: it alone touches the [`RawNode`], the
+//! log store and the state machine, so none of them needs a lock.
+//!
+//! Each turn of its loop takes a tick or a batch of inputs (peer messages,
+//! client requests), then carries out every `Ready` in the order the core
+//! demands:
+//! 1. send the leader's messages (they do not wait for the disk);
+//! 2. one redb write transaction: the new entries, the hard state, and the
+//!    committed entries applied to the key-value tables with the applied
+//!    index; committed with an fsync when it holds anything Raft needs durable;
+//! 3. send the messages that promise what step 2 persisted (votes, acks);
+//! 4. answer the clients whose writes were applied, and serve the reads
+//!    whose index is now applied;
+//! 5. `advance`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use graft_core::{Entry, EntryPayload, Index, Message, NodeId, RawNode, Ready, Role, Term};
+use redb::{Database, Durability};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::command::{Command, WriteOp};
+use crate::error::StoreError;
+use crate::protocol::{
+    ApiError, ClientResponse, Consistency, LeaderHint, MemberInfo, MemberStatus, Request, Response,
+};
+use crate::storage::{Applied, RaftLogStore, StateMachine};
+use crate::transport::Transport;
+
+/// Where an answer goes.
+pub enum Responder {
+    /// A client connection, matched by request id.
+    Conn {
+        /// The request id.
+        id: u64,
+        /// The connection's response queue.
+        tx: mpsc::UnboundedSender<ClientResponse>,
+        /// Holds one of the connection's in-flight slots until answered.
+        permit: Option<OwnedSemaphorePermit>,
+    },
+    /// An in-process caller.
+    Once(oneshot::Sender<Result<Response, ApiError>>),
+}
+
+impl Responder {
+    /// Sends the answer (dropped silently if the asker is gone).
+    pub fn send(self, result: Result<Response, ApiError>) {
+        match self {
+            Responder::Conn { id, tx, permit } => {
+                let _ = tx.send(ClientResponse { id, result });
+                drop(permit);
+            }
+            Responder::Once(tx) => {
+                let _ = tx.send(result);
+            }
+        }
+    }
+}
+
+/// What the node task is told.
+pub enum NodeInput {
+    /// A Raft message from a peer.
+    Raft(Message),
+    /// A client request.
+    Client(Request, Responder),
+    /// The transport lost its connection to a peer.
+    Unreachable(NodeId),
+}
+
+/// Why the node task stopped with an error. All of these are fatal: the
+/// member's durable state is intact, but it must restart.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The disk failed (including a full disk). Nothing acknowledged was lost:
+    /// acknowledgements are only sent after their transaction commits.
+    #[error("storage failed, stopping this member: {0}")]
+    Store(#[from] StoreError),
+    /// The Raft core reported an error.
+    #[error("raft: {0}")]
+    Raft(#[from] graft_core::Error),
+}
+
+/// Options for the node task.
+pub struct NodeOptions {
+    /// The cluster id.
+    pub cluster: String,
+    /// Raft tick length.
+    pub tick: Duration,
+    /// Election timeout in ticks (for transfer timeouts).
+    pub election_ticks: u32,
+    /// Run the timestamp demo: the leader appends the time every 500 ms.
+    pub demo: bool,
+}
+
+/// The node task's state.
+pub struct Node {
+    raw: RawNode<RaftLogStore>,
+    sm: StateMachine,
+    db: Arc<Database>,
+    transport: Transport,
+    opts: NodeOptions,
+    /// Addresses of members the configuration names, for leader hints.
+    addrs: BTreeMap<NodeId, String>,
+    /// Writes proposed here, by log index: answered when that index applies.
+    pending_writes: HashMap<Index, (Term, Responder)>,
+    /// Linearizable reads waiting for leadership confirmation, by ctx.
+    pending_reads: HashMap<u64, (Request, Responder)>,
+    /// Confirmed reads waiting for the applied index to reach theirs.
+    ready_reads: Vec<(Index, Request, Responder)>,
+    next_ctx: u64,
+    /// A leadership transfer in progress: target, who asked, ticks left.
+    transfer: Option<(NodeId, Responder, u32)>,
+    last_note: Instant,
+    last_status_log: Instant,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs `f`, which blocks on the disk, without stalling the runtime's other
+/// tasks where the runtime allows it.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+impl Node {
+    /// A node task over an opened store.
+    pub fn new(
+        raw: RawNode<RaftLogStore>,
+        sm: StateMachine,
+        db: Arc<Database>,
+        transport: Transport,
+        opts: NodeOptions,
+        addrs: BTreeMap<NodeId, String>,
+    ) -> Node {
+        Node {
+            raw,
+            sm,
+            db,
+            transport,
+            opts,
+            addrs,
+            pending_writes: HashMap::new(),
+            pending_reads: HashMap::new(),
+            ready_reads: Vec::new(),
+            next_ctx: 1,
+            transfer: None,
+            last_note: Instant::now(),
+            last_status_log: Instant::now(),
+        }
+    }
+
+    fn id(&self) -> NodeId {
+        self.raw.id()
+    }
+
+    fn size(&self) -> Index {
+        self.raw.status().last_index
+    }
+
+    /// Logs the member's state the way the original project did.
+    fn log_state(&self) {
+        info!("{}, {:?} term: {}, size={}", self.id(), self.raw.role(), self.raw.term(), self.size());
+    }
+
+    /// Runs until `shutdown` fires or the node fails.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<NodeInput>,
+        shutdown: CancellationToken,
+    ) -> Result<(), NodeError> {
+        self.log_state();
+        let mut ticker = tokio::time::interval(self.opts.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = ticker.tick() => self.on_tick()?,
+                input = rx.recv() => {
+                    let Some(input) = input else { break };
+                    self.handle(input)?;
+                    // Take whatever else is waiting, so that it is persisted
+                    // and sent together.
+                    for _ in 0..4096 {
+                        match rx.try_recv() {
+                            Ok(input) => self.handle(input)?,
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            while self.raw.has_ready() {
+                let rd = self.raw.ready()?;
+                self.handle_ready(rd)?;
+            }
+        }
+        // Make everything applied so far durable before closing.
+        blocking(|| -> Result<(), StoreError> {
+            let wtx = self.db.begin_write()?;
+            wtx.commit()?;
+            Ok(())
+        })?;
+        info!("{}, stopped", self.id());
+        Ok(())
+    }
+
+    fn on_tick(&mut self) -> Result<(), NodeError> {
+        self.raw.tick()?;
+        if let Some((to, _, left)) = &mut self.transfer {
+            let to = *to;
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                if let Some((_, responder, _)) = self.transfer.take() {
+                    responder.send(Err(ApiError::Unavailable(format!(
+                        "leadership transfer to {to} did not complete in time"
+                    ))));
+                }
+            }
+        }
+        if self.opts.demo {
+            if self.raw.role() == Role::Leader && self.last_note.elapsed() >= Duration::from_millis(500) {
+                self.last_note = Instant::now();
+                let stamp = humantime_now();
+                let cmd = Command { session: None, time_ms: now_ms(), op: WriteOp::Note(stamp) };
+                if let Ok(data) = postcard::to_stdvec(&cmd) {
+                    let _ = self.raw.propose(Bytes::from(data));
+                }
+            }
+            if self.last_status_log.elapsed() >= Duration::from_secs(1) {
+                self.last_status_log = Instant::now();
+                self.log_state();
+            }
+        }
+        Ok(())
+    }
+
+    fn leader_hint(&self) -> Option<LeaderHint> {
+        let id = self.raw.leader()?;
+        let addr =
+            self.sm.members().get(&id).map(|m| m.addr.clone()).or_else(|| self.addrs.get(&id).cloned())?;
+        Some(LeaderHint { id, addr })
+    }
+
+    fn not_leader(&self) -> ApiError {
+        ApiError::NotLeader { leader: self.leader_hint() }
+    }
+
+    fn handle(&mut self, input: NodeInput) -> Result<(), NodeError> {
+        match input {
+            NodeInput::Raft(m) => self.raw.step(m)?,
+            NodeInput::Unreachable(id) => self.raw.report_unreachable(id),
+            NodeInput::Client(req, responder) => self.handle_request(req, responder)?,
+        }
+        Ok(())
+    }
+
+    fn handle_request(&mut self, req: Request, responder: Responder) -> Result<(), NodeError> {
+        if let Err(e) = req.validate() {
+            responder.send(Err(e));
+            return Ok(());
+        }
+        match req {
+            Request::Put { .. } | Request::Delete { .. } | Request::Cas { .. } => {
+                self.propose_write(req, responder)
+            }
+            Request::Get { consistency: Consistency::Stale, .. }
+            | Request::Scan { consistency: Consistency::Stale, .. } => {
+                let result = self.serve_reads_now(vec![(req, responder)]);
+                result.map_err(NodeError::from)
+            }
+            Request::Get { .. } | Request::Scan { .. } => {
+                let ctx = self.next_ctx;
+                match self.raw.read_index(ctx) {
+                    Ok(()) => {
+                        self.next_ctx += 1;
+                        self.pending_reads.insert(ctx, (req, responder));
+                    }
+                    Err(graft_core::Error::NotLeader { .. }) => responder.send(Err(self.not_leader())),
+                    Err(e) => return Err(e.into()),
+                }
+                Ok(())
+            }
+            Request::Status => {
+                responder.send(Ok(Response::Status(Box::new(self.status()))));
+                Ok(())
+            }
+            Request::TransferLeader { to } => {
+                match self.raw.transfer_leader(to) {
+                    Ok(()) if to == self.id() => responder.send(Ok(Response::Done)),
+                    Ok(()) => {
+                        if let Some((_, old, _)) = self.transfer.take() {
+                            old.send(Err(ApiError::Unavailable("superseded by another transfer".into())));
+                        }
+                        self.transfer = Some((to, responder, self.opts.election_ticks * 2));
+                    }
+                    Err(graft_core::Error::NotLeader { .. }) => responder.send(Err(self.not_leader())),
+                    Err(e @ graft_core::Error::NotAVoter(_)) => {
+                        responder.send(Err(ApiError::Invalid(e.to_string())))
+                    }
+                    Err(e) => responder.send(Err(ApiError::Unavailable(e.to_string()))),
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn propose_write(&mut self, req: Request, responder: Responder) -> Result<(), NodeError> {
+        let (session, op) = match req {
+            Request::Put { key, value, session } => (session, WriteOp::Put { key, value }),
+            Request::Delete { key, session } => (session, WriteOp::Delete { key }),
+            Request::Cas { key, expect, value, session } => (session, WriteOp::Cas { key, expect, value }),
+            _ => {
+                responder.send(Err(ApiError::Invalid("not a write".into())));
+                return Ok(());
+            }
+        };
+        let cmd = Command { session, time_ms: now_ms(), op };
+        let data = match postcard::to_stdvec(&cmd) {
+            Ok(d) => Bytes::from(d),
+            Err(e) => {
+                responder.send(Err(ApiError::Internal(e.to_string())));
+                return Ok(());
+            }
+        };
+        match self.raw.propose(data) {
+            Ok(index) => {
+                self.pending_writes.insert(index, (self.raw.term(), responder));
+            }
+            // Not proposed, so certainly not applied: safe to retry anywhere.
+            Err(graft_core::Error::NotLeader { .. }) => responder.send(Err(self.not_leader())),
+            Err(graft_core::Error::TransferInProgress) => {
+                responder.send(Err(ApiError::NotLeader { leader: None }));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    fn status(&self) -> MemberStatus {
+        let st = self.raw.status();
+        let members = st
+            .conf
+            .members()
+            .map(|id| MemberInfo {
+                id,
+                addr: self
+                    .sm
+                    .members()
+                    .get(&id)
+                    .map(|m| m.addr.clone())
+                    .or_else(|| self.addrs.get(&id).cloned())
+                    .unwrap_or_default(),
+                voter: st.conf.voters.contains(&id),
+            })
+            .collect();
+        MemberStatus {
+            id: st.id,
+            cluster: self.opts.cluster.clone(),
+            role: format!("{:?}", st.soft_state.role),
+            term: st.hard_state.term,
+            leader: st.soft_state.leader,
+            commit: st.hard_state.commit,
+            applied: self.sm.applied(),
+            first_index: st.first_index,
+            last_index: st.last_index,
+            members,
+        }
+    }
+
+    fn handle_ready(&mut self, rd: Ready) -> Result<(), NodeError> {
+        if let Some(ss) = rd.soft_state {
+            self.on_soft_state(ss.role, ss.leader);
+        }
+        // 1. The leader's messages go out before its own disk write.
+        for m in rd.messages {
+            self.transport.send(m);
+        }
+        // 2. One transaction; an fsync only when Raft needs durability.
+        let durable = rd.snapshot.is_some() || !rd.entries.is_empty() || rd.hard_state.is_some();
+        let mut applied = Vec::new();
+        if durable || !rd.committed_entries.is_empty() {
+            let (raw, sm, db) = (&mut self.raw, &mut self.sm, &self.db);
+            applied = blocking(|| -> Result<Vec<Applied>, StoreError> {
+                let mut wtx = db.begin_write()?;
+                if !durable {
+                    // Applying alone need not be durable: the entries are, and
+                    // a restart re-applies from the durable applied index.
+                    wtx.set_durability(Durability::None)?;
+                }
+                raw.storage_mut().write(&wtx, &rd.entries, rd.hard_state)?;
+                let applied = sm.apply(&wtx, &rd.committed_entries)?;
+                wtx.commit()?;
+                Ok(applied)
+            })?;
+        }
+        // 3. Messages that depend on what was just persisted.
+        for m in rd.persisted_messages {
+            self.transport.send(m);
+        }
+        // 4. Answers.
+        self.log_entries(&rd.committed_entries);
+        for a in applied {
+            self.answer_write(a);
+        }
+        let applied_index = self.sm.applied();
+        if !self.pending_writes.is_empty() {
+            // Entries this member proposed but that were never applied here
+            // (skipped by a snapshot): the outcome is unknown.
+            let stale: Vec<Index> =
+                self.pending_writes.keys().copied().filter(|&i| i <= applied_index).collect();
+            for i in stale {
+                if let Some((_, r)) = self.pending_writes.remove(&i) {
+                    r.send(Err(ApiError::Unavailable("the write's outcome is unknown".into())));
+                }
+            }
+        }
+        for rs in rd.read_states {
+            if let Some((req, responder)) = self.pending_reads.remove(&rs.ctx) {
+                self.ready_reads.push((rs.index, req, responder));
+            }
+        }
+        if !self.ready_reads.is_empty() {
+            let (now, later): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut self.ready_reads).into_iter().partition(|(i, _, _)| *i <= applied_index);
+            self.ready_reads = later;
+            self.serve_reads_now(now.into_iter().map(|(_, q, r)| (q, r)).collect())?;
+        }
+        // 5.
+        self.raw.advance()?;
+        Ok(())
+    }
+
+    fn answer_write(&mut self, a: Applied) {
+        let Some((term, responder)) = self.pending_writes.remove(&a.index) else { return };
+        if term != a.term {
+            // Another leader's entry took this index: ours was never
+            // committed, so the client may safely retry.
+            responder.send(Err(ApiError::NotLeader { leader: self.leader_hint() }));
+            return;
+        }
+        match a.outcome {
+            Some(outcome) => responder.send(outcome),
+            None => responder.send(Err(ApiError::Internal("entry carried no command".into()))),
+        }
+    }
+
+    fn log_entries(&self, entries: &[Entry]) {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        for e in entries {
+            let item = match &e.payload {
+                EntryPayload::Noop => "no-op".to_owned(),
+                EntryPayload::Config(c) => format!("{:?} {}", c.change.kind, c.change.node),
+                EntryPayload::Command(d) => match postcard::from_bytes::<Command>(d) {
+                    Ok(c) => c.op.describe(),
+                    Err(_) => "?".to_owned(),
+                },
+            };
+            debug!("{}, Index {}: Entry(term={}, item={})", self.id(), e.index, e.term, item);
+        }
+    }
+
+    fn on_soft_state(&mut self, role: Role, leader: Option<NodeId>) {
+        let id = self.id();
+        match role {
+            Role::PreCandidate => warn!(
+                "{id}, no leader heard within the election timeout; calling an election (term {} -> {})",
+                self.raw.term(),
+                self.raw.term() + 1
+            ),
+            Role::Follower => match leader {
+                Some(l) => {
+                    info!("{id}, Follower term: {}, size={}, leader: {l}", self.raw.term(), self.size())
+                }
+                None => info!("{id}, Follower term: {}, size={}", self.raw.term(), self.size()),
+            },
+            _ => self.log_state(),
+        }
+        if role != Role::Leader {
+            // Reads not yet confirmed can no longer be: the asker retries at
+            // the new leader.
+            let hint = self.not_leader();
+            for (_, (_, r)) in self.pending_reads.drain() {
+                r.send(Err(hint.clone()));
+            }
+        }
+        if let Some((to, _, _)) = &self.transfer {
+            if leader == Some(*to) {
+                if let Some((_, r, _)) = self.transfer.take() {
+                    r.send(Ok(Response::Done));
+                }
+            }
+        }
+    }
+
+    /// Serves reads from the local state machine, in one read transaction.
+    fn serve_reads_now(&mut self, reads: Vec<(Request, Responder)>) -> Result<(), StoreError> {
+        if reads.is_empty() {
+            return Ok(());
+        }
+        let rtx = self.sm.begin_read()?;
+        for (req, responder) in reads {
+            let result = match &req {
+                Request::Get { key, .. } => StateMachine::get(&rtx, key).map(Response::Get),
+                Request::Scan { prefix, limit, .. } => {
+                    StateMachine::scan(&rtx, prefix, *limit as usize).map(Response::Scan)
+                }
+                _ => Ok(Response::Done),
+            };
+            match result {
+                Ok(r) => responder.send(Ok(r)),
+                Err(e) => {
+                    error!("{}, read failed: {e}", self.id());
+                    responder.send(Err(ApiError::Internal(e.to_string())));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The current time as an RFC 3339-like UTC string (the demo's entries).
+pub fn humantime_now() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{:03}Z", now.subsec_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_look_like_rfc3339() {
+        let t = super::humantime_now();
+        assert_eq!(t.len(), 24, "{t}");
+        assert!(t.starts_with("20") && t.ends_with('Z') && t.as_bytes()[10] == b'T', "{t}");
+    }
+}

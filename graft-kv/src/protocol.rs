@@ -1,0 +1,431 @@
+//! The wire protocol: what travels in the length-delimited frames between
+//! members, and between clients and members. `docs/protocol.md` describes it
+//! for people; this file is the definition.
+//!
+//! Every connection starts with a [`Hello`] from the side that connected,
+//! answered by a [`HelloReply`]. After that, a peer connection carries
+//! [`PeerFrame`]s one way (each member dials its own connection to each
+//! peer), and a client connection carries [`ClientRequest`]s one way and
+//! [`ClientResponse`]s the other, matched by id, many in flight.
+//! Frames are a 4-byte big-endian length followed by a postcard body.
+
+use bytes::{Bytes, BytesMut};
+use futures::{SinkExt, StreamExt};
+use graft_core::{Message, NodeId};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use crate::error::ProtocolError;
+
+/// Identifies graft connections, so that a stray connection is refused at once.
+pub const MAGIC: [u8; 5] = *b"graft";
+/// The protocol version this build speaks. A member refuses other versions.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The largest frame accepted, in bytes. Larger frames close the connection.
+pub const MAX_FRAME: usize = 16 << 20;
+/// The largest key accepted, in bytes.
+pub const MAX_KEY: usize = 4 << 10;
+/// The largest value accepted, in bytes.
+pub const MAX_VALUE: usize = 1 << 20;
+
+/// The first frame on every connection, from the side that connected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always [`MAGIC`].
+    pub magic: [u8; 5],
+    /// The sender's [`PROTOCOL_VERSION`].
+    pub version: u16,
+    /// What the connection is for.
+    pub kind: ConnKind,
+}
+
+impl Hello {
+    /// A hello for this build's protocol.
+    pub fn new(kind: ConnKind) -> Hello {
+        Hello { magic: MAGIC, version: PROTOCOL_VERSION, kind }
+    }
+}
+
+/// What a connection is for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConnKind {
+    /// Raft traffic from member `from` of `cluster` to member `to`.
+    Peer {
+        /// The cluster id of the sender.
+        cluster: String,
+        /// The sender's member id.
+        from: NodeId,
+        /// The member the sender believes it reached.
+        to: NodeId,
+    },
+    /// A client.
+    Client,
+}
+
+/// The answer to a [`Hello`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloReply {
+    /// Accepted; the member that answered.
+    Welcome {
+        /// Its member id.
+        member: NodeId,
+        /// Its cluster id.
+        cluster: String,
+    },
+    /// Refused; the connection closes after this frame.
+    Refused {
+        /// Why, for people.
+        reason: String,
+    },
+}
+
+/// A frame on a peer connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerFrame {
+    /// A Raft message.
+    Raft(Message),
+}
+
+/// A request on a client connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRequest {
+    /// Chosen by the client; the response carries it back.
+    pub id: u64,
+    /// What to do.
+    pub request: Request,
+}
+
+/// A response on a client connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientResponse {
+    /// The id of the request this answers.
+    pub id: u64,
+    /// The outcome.
+    pub result: Result<Response, ApiError>,
+}
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Consistency {
+    /// Linearizable: served by the leader after confirming its leadership
+    /// (ReadIndex). Reflects every write acknowledged before the read began.
+    #[default]
+    Linearizable,
+    /// Served from the addressed member's own state, leader or not. May miss
+    /// recent writes.
+    Stale,
+}
+
+/// What a write expects to find, for compare-and-swap.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expect {
+    /// The current value equals this (`None`: the key is absent).
+    Value(Option<Bytes>),
+    /// The current version equals this (0: the key is absent).
+    Version(u64),
+}
+
+/// Identifies a write for exactly-once execution: the same `(client, seq)`
+/// is applied at most once, and a retry gets the first outcome back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSeq {
+    /// A random id the client chose for itself.
+    pub client: u64,
+    /// The write's sequence number within the client, from 1.
+    pub seq: u64,
+    /// Every sequence number below this has been answered to the client, so
+    /// the member may forget those answers.
+    pub ack_below: u64,
+}
+
+/// A client request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Reads one key.
+    Get {
+        /// The key.
+        key: Bytes,
+        /// How fresh.
+        consistency: Consistency,
+    },
+    /// Reads keys that start with `prefix`, in key order.
+    Scan {
+        /// The prefix (empty: all keys).
+        prefix: Bytes,
+        /// At most this many.
+        limit: u32,
+        /// How fresh.
+        consistency: Consistency,
+    },
+    /// Sets a key.
+    Put {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+        /// For exactly-once execution.
+        session: Option<SessionSeq>,
+    },
+    /// Removes a key.
+    Delete {
+        /// The key.
+        key: Bytes,
+        /// For exactly-once execution.
+        session: Option<SessionSeq>,
+    },
+    /// Sets a key if it holds what is expected.
+    Cas {
+        /// The key.
+        key: Bytes,
+        /// The expected value or version.
+        expect: Expect,
+        /// The new value.
+        value: Bytes,
+        /// For exactly-once execution.
+        session: Option<SessionSeq>,
+    },
+    /// Describes the member that answers.
+    Status,
+    /// Asks the leader to hand leadership to `to`.
+    TransferLeader {
+        /// The member to hand it to.
+        to: NodeId,
+    },
+}
+
+impl Request {
+    /// Whether the request changes data (and so goes through the log).
+    pub fn is_write(&self) -> bool {
+        matches!(self, Request::Put { .. } | Request::Delete { .. } | Request::Cas { .. })
+    }
+
+    /// Checks sizes before the request is accepted.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        let (key, value) = match self {
+            Request::Get { key, .. } | Request::Delete { key, .. } => (key, None),
+            Request::Scan { prefix, .. } => (prefix, None),
+            Request::Put { key, value, .. } | Request::Cas { key, value, .. } => (key, Some(value)),
+            Request::Status | Request::TransferLeader { .. } => return Ok(()),
+        };
+        if key.len() > MAX_KEY {
+            return Err(ApiError::KeyTooLarge { size: key.len(), max: MAX_KEY });
+        }
+        if let Some(v) = value {
+            if v.len() > MAX_VALUE {
+                return Err(ApiError::ValueTooLarge { size: v.len(), max: MAX_VALUE });
+            }
+        }
+        if let Request::Cas { expect: Expect::Value(Some(v)), .. } = self {
+            if v.len() > MAX_VALUE {
+                return Err(ApiError::ValueTooLarge { size: v.len(), max: MAX_VALUE });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A value and its version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versioned {
+    /// The value.
+    pub value: Bytes,
+    /// The log index of the write that set it.
+    pub version: u64,
+}
+
+/// A successful response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The key's value, if present.
+    Get(Option<Versioned>),
+    /// Matching keys in key order.
+    Scan(Vec<(Bytes, Versioned)>),
+    /// The new version.
+    Put {
+        /// The log index of this write.
+        version: u64,
+    },
+    /// Whether the key existed.
+    Delete {
+        /// The version the key had, if it existed.
+        previous: Option<u64>,
+    },
+    /// The outcome of a compare-and-swap.
+    Cas {
+        /// Whether the value was swapped.
+        swapped: bool,
+        /// The value after the operation (the new one if swapped).
+        current: Option<Versioned>,
+    },
+    /// The member's state.
+    Status(Box<MemberStatus>),
+    /// Done.
+    Done,
+}
+
+/// A member's state, for `graft-cli status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Its id.
+    pub id: NodeId,
+    /// Its cluster id.
+    pub cluster: String,
+    /// Its role: "Leader", "Follower", "Candidate", "PreCandidate".
+    pub role: String,
+    /// Its current term.
+    pub term: u64,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// Its commit index.
+    pub commit: u64,
+    /// Its applied index.
+    pub applied: u64,
+    /// The index of its first log entry.
+    pub first_index: u64,
+    /// The index of its last log entry.
+    pub last_index: u64,
+    /// The members it knows of.
+    pub members: Vec<MemberInfo>,
+}
+
+/// One member as another sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Its id.
+    pub id: NodeId,
+    /// Its address.
+    pub addr: String,
+    /// Whether it votes.
+    pub voter: bool,
+}
+
+/// Where the leader is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderHint {
+    /// Its member id.
+    pub id: NodeId,
+    /// Its address.
+    pub addr: String,
+}
+
+/// A refused or failed request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ApiError {
+    /// Ask the leader instead (if one is known).
+    #[error("not the leader{}", match .leader { Some(l) => format!(" (leader is {} at {})", l.id, l.addr), None => " (no leader known)".into() })]
+    NotLeader {
+        /// The leader this member knows of.
+        leader: Option<LeaderHint>,
+    },
+    /// The key is over [`MAX_KEY`].
+    #[error("key of {size} bytes is over the limit of {max}")]
+    KeyTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The value is over [`MAX_VALUE`].
+    #[error("value of {size} bytes is over the limit of {max}")]
+    ValueTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The request makes no sense.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The member cannot serve now (shutting down, overloaded, leadership
+    /// changing). Retry, possibly elsewhere. For a write, the outcome is unknown.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The write's session was forgotten (expired), so a retry cannot be
+    /// told apart from a new write. Its outcome is unknown.
+    #[error("session expired: the outcome of this write is unknown")]
+    SessionExpired,
+    /// The member failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A framed connection carrying postcard-encoded messages.
+pub type FramedConn<T> = Framed<T, LengthDelimitedCodec>;
+
+/// Wraps a stream in graft's framing (length-delimited, [`MAX_FRAME`] limit).
+pub fn framed<T: AsyncRead + AsyncWrite>(io: T) -> FramedConn<T> {
+    LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME).new_framed(io)
+}
+
+/// Encodes `msg` into a frame body.
+pub fn encode<M: Serialize>(msg: &M) -> Result<Bytes, ProtocolError> {
+    let v = postcard::to_stdvec(msg).map_err(ProtocolError::Encode)?;
+    Ok(Bytes::from(v))
+}
+
+/// Decodes a frame body.
+pub fn decode<M: DeserializeOwned>(frame: &BytesMut) -> Result<M, ProtocolError> {
+    postcard::from_bytes(frame).map_err(ProtocolError::Decode)
+}
+
+/// Sends one message as a frame.
+pub async fn send<T, M>(conn: &mut FramedConn<T>, msg: &M) -> Result<(), ProtocolError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    M: Serialize,
+{
+    conn.send(encode(msg)?).await.map_err(ProtocolError::Io)
+}
+
+/// Receives one message; `Ok(None)` when the other side closed cleanly.
+pub async fn recv<T, M>(conn: &mut FramedConn<T>) -> Result<Option<M>, ProtocolError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    M: DeserializeOwned,
+{
+    match conn.next().await {
+        None => Ok(None),
+        Some(Ok(frame)) => decode(&frame).map(Some),
+        Some(Err(e)) => Err(ProtocolError::Io(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let req = ClientRequest {
+            id: 7,
+            request: Request::Cas {
+                key: Bytes::from("k"),
+                expect: Expect::Version(3),
+                value: Bytes::from("v"),
+                session: Some(SessionSeq { client: 1, seq: 2, ack_below: 2 }),
+            },
+        };
+        let body = encode(&req).unwrap();
+        let back: ClientRequest = decode(&BytesMut::from(&body[..])).unwrap();
+        assert_eq!(back, req);
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error_not_a_panic() {
+        for junk in [&b""[..], b"\xff\xff\xff\xff\xff", b"graft", &[0x09; 64]] {
+            assert!(decode::<ClientRequest>(&BytesMut::from(junk)).is_err());
+            assert!(decode::<Hello>(&BytesMut::from(junk)).is_err() || junk.is_empty());
+        }
+    }
+
+    #[test]
+    fn oversized_values_are_refused() {
+        let req =
+            Request::Put { key: Bytes::from("k"), value: Bytes::from(vec![0; MAX_VALUE + 1]), session: None };
+        assert!(matches!(req.validate(), Err(ApiError::ValueTooLarge { .. })));
+        let req = Request::Get { key: Bytes::from(vec![0; MAX_KEY + 1]), consistency: Consistency::Stale };
+        assert!(matches!(req.validate(), Err(ApiError::KeyTooLarge { .. })));
+    }
+}

@@ -1,0 +1,290 @@
+//! One member: the listener (peers and clients share its port), the
+//! connection handlers, and the startup and shutdown sequence.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use graft_core::{ConfState, NodeId, RawNode};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::ClusterConfig;
+use crate::error::{ConfigError, ProtocolError, StoreError};
+use crate::node::{Node, NodeError, NodeInput, NodeOptions, Responder};
+use crate::protocol::{self, ClientRequest, ConnKind, Hello, HelloReply, PeerFrame, MAGIC, PROTOCOL_VERSION};
+use crate::storage::{self, Bootstrap, Identity};
+use crate::transport::Transport;
+
+/// Requests one client connection may have in flight.
+const MAX_IN_FLIGHT_PER_CONN: usize = 4096;
+/// Connections served at once; more wait in the kernel's accept queue.
+const MAX_CONNECTIONS: usize = 4096;
+/// How long a new connection has to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a member could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory cannot be used.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The address cannot be listened on (in use, not local, ...).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The node failed while running.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The Raft core refused to start.
+    #[error("raft: {0}")]
+    Raft(#[from] graft_core::Error),
+}
+
+/// How to run a member.
+#[derive(Clone, Debug)]
+pub struct MemberOptions {
+    /// The member id.
+    pub id: NodeId,
+    /// The cluster.
+    pub cluster: ClusterConfig,
+    /// Where its database lives.
+    pub data_dir: PathBuf,
+    /// Run the timestamp demo.
+    pub demo: bool,
+}
+
+/// Starts a member and runs it until `shutdown` fires (or it fails).
+/// Checks everything that can be wrong before touching the data directory:
+/// an unknown id, an address in use, then a foreign data directory.
+pub async fn run_member(opts: MemberOptions, shutdown: CancellationToken) -> Result<(), ServeError> {
+    opts.cluster.validate()?;
+    let me = opts.cluster.member(opts.id)?.clone();
+    let listener = TcpListener::bind(&me.addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr: me.addr.clone(), source })?;
+    let identity = Identity { cluster: opts.cluster.cluster_id.clone(), member: opts.id };
+    let bootstrap = Bootstrap {
+        conf: ConfState::with_voters(opts.cluster.members.iter().map(|m| m.id)),
+        members: opts.cluster.members.iter().map(|m| (m.id, m.addr.clone())).collect(),
+    };
+    let data_dir = opts.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || storage::open(&data_dir, &identity, &bootstrap))
+        .await
+        .map_err(|e| StoreError::Corrupt { what: "open".into(), message: e.to_string() })??;
+    info!(
+        "member {} of cluster {:?} listening on {}, data in {}",
+        opts.id,
+        opts.cluster.cluster_id,
+        me.addr,
+        opts.data_dir.display()
+    );
+
+    let timing = opts.cluster.timing;
+    let mut cfg = graft_core::Config::new(opts.id);
+    cfg.election_tick = timing.election_ticks;
+    cfg.heartbeat_tick = timing.heartbeat_ticks;
+    cfg.applied = store.sm.applied();
+    cfg.seed = random_seed(opts.id);
+    let raw = RawNode::new(cfg, store.log)?;
+
+    let (node_tx, node_rx) = mpsc::channel(16 * 1024);
+    let transport =
+        Transport::new(opts.cluster.cluster_id.clone(), opts.id, node_tx.clone(), shutdown.clone());
+    let mut addrs: BTreeMap<NodeId, String> =
+        opts.cluster.members.iter().map(|m| (m.id, m.addr.clone())).collect();
+    for (id, rec) in store.sm.members() {
+        addrs.insert(*id, rec.addr.clone());
+    }
+    for (id, addr) in &addrs {
+        transport.set_peer(*id, addr.clone());
+    }
+    let node_opts = NodeOptions {
+        cluster: opts.cluster.cluster_id.clone(),
+        tick: timing.tick(),
+        election_ticks: timing.election_ticks,
+        demo: opts.demo,
+    };
+    let node = Node::new(raw, store.sm, store.db, transport, node_opts, addrs);
+
+    let ctx = Arc::new(ConnCtx { cluster: opts.cluster.cluster_id.clone(), me: opts.id, node: node_tx });
+    let accept = tokio::spawn(accept_loop(listener, ctx, shutdown.clone()));
+    let result = node.run(node_rx, shutdown.clone()).await;
+    // Whatever ended the node ends the member.
+    shutdown.cancel();
+    let _ = accept.await;
+    result.map_err(ServeError::from)
+}
+
+fn random_seed(id: NodeId) -> u64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32) ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+struct ConnCtx {
+    cluster: String,
+    me: NodeId,
+    node: mpsc::Sender<NodeInput>,
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Arc<ConnCtx>, shutdown: CancellationToken) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let Ok(permit) = limit.clone().acquire_owned().await else { return };
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                let ctx = ctx.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle_conn(stream, &ctx, shutdown).await {
+                        debug!("connection from {peer} closed: {e}");
+                        if matches!(e, ProtocolError::Decode(_) | ProtocolError::Handshake(_)) {
+                            warn!("connection from {peer} closed: {e}");
+                        }
+                    }
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // Usually out of file descriptors: wait and retry.
+                warn!("accept failed: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+async fn handle_conn(
+    stream: TcpStream,
+    ctx: &ConnCtx,
+    shutdown: CancellationToken,
+) -> Result<(), ProtocolError> {
+    stream.set_nodelay(true)?;
+    let mut conn = protocol::framed(stream);
+    let hello: Hello = match tokio::time::timeout(HELLO_TIMEOUT, protocol::recv(&mut conn)).await {
+        Err(_) => return Err(ProtocolError::Handshake("no hello within 5 s".into())),
+        Ok(r) => match r? {
+            Some(h) => h,
+            None => return Ok(()),
+        },
+    };
+    if hello.magic != MAGIC {
+        return Err(ProtocolError::Handshake("not a graft connection".into()));
+    }
+    if hello.version != PROTOCOL_VERSION {
+        let reason = format!(
+            "protocol version {} is not supported (this member speaks {PROTOCOL_VERSION})",
+            hello.version
+        );
+        protocol::send(&mut conn, &HelloReply::Refused { reason: reason.clone() }).await?;
+        return Err(ProtocolError::Handshake(reason));
+    }
+    match hello.kind {
+        ConnKind::Peer { cluster, from, to } => {
+            if cluster != ctx.cluster || to != ctx.me {
+                let reason = format!(
+                    "this is member {} of cluster {:?}, not member {to} of {cluster:?}",
+                    ctx.me, ctx.cluster
+                );
+                protocol::send(&mut conn, &HelloReply::Refused { reason: reason.clone() }).await?;
+                return Err(ProtocolError::Handshake(reason));
+            }
+            protocol::send(&mut conn, &HelloReply::Welcome { member: ctx.me, cluster: ctx.cluster.clone() })
+                .await?;
+            peer_loop(conn, ctx, from, shutdown).await
+        }
+        ConnKind::Client => {
+            protocol::send(&mut conn, &HelloReply::Welcome { member: ctx.me, cluster: ctx.cluster.clone() })
+                .await?;
+            client_loop(conn, ctx, shutdown).await
+        }
+    }
+}
+
+async fn peer_loop(
+    mut conn: protocol::FramedConn<TcpStream>,
+    ctx: &ConnCtx,
+    from: NodeId,
+    shutdown: CancellationToken,
+) -> Result<(), ProtocolError> {
+    loop {
+        let frame: Option<PeerFrame> = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            f = protocol::recv(&mut conn) => f?,
+        };
+        let Some(PeerFrame::Raft(m)) = frame else { return Ok(()) };
+        if m.from != from || m.to != ctx.me {
+            return Err(ProtocolError::Handshake(format!(
+                "peer {from} sent a message from {} to {}",
+                m.from, m.to
+            )));
+        }
+        if ctx.node.send(NodeInput::Raft(m)).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+async fn client_loop(
+    conn: protocol::FramedConn<TcpStream>,
+    ctx: &ConnCtx,
+    shutdown: CancellationToken,
+) -> Result<(), ProtocolError> {
+    let (mut sink, mut stream) = conn.split();
+    let (resp_tx, mut resp_rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(async move {
+        while let Some(first) = resp_rx.recv().await {
+            sink.feed(protocol::encode(&first)?).await?;
+            while let Ok(more) = resp_rx.try_recv() {
+                sink.feed(protocol::encode(&more)?).await?;
+            }
+            sink.flush().await?;
+        }
+        Ok::<(), ProtocolError>(())
+    });
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CONN));
+    let result = async {
+        loop {
+            let Ok(permit) = in_flight.clone().acquire_owned().await else { return Ok(()) };
+            let frame = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                f = stream.next() => f,
+            };
+            let frame = match frame {
+                None => return Ok(()),
+                Some(f) => f?,
+            };
+            let req: ClientRequest = protocol::decode(&frame)?;
+            let responder = Responder::Conn { id: req.id, tx: resp_tx.clone(), permit: Some(permit) };
+            if let Err(mpsc::error::SendError(NodeInput::Client(_, r))) =
+                ctx.node.send(NodeInput::Client(req.request, responder)).await
+            {
+                r.send(Err(protocol::ApiError::Unavailable("member is shutting down".into())));
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    drop(resp_tx);
+    // Answers already queued still go out, unless the writer failed.
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    result
+}

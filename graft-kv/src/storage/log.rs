@@ -1,0 +1,293 @@
+//! The Raft log and hard state in redb, behind [`graft_core::Storage`].
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use graft_core::{
+    ConfState, Entry, EntryPayload, HardState, Index, InitialState, SnapshotMeta, Storage, Term,
+};
+use redb::{Database, ReadableDatabase, WriteTransaction};
+
+use super::{decode, encode, LOG, META};
+use crate::error::StoreError;
+
+/// How many of the newest entries are kept in memory, so that replicating
+/// recent entries to followers does not read the database.
+const CACHE_ENTRIES: usize = 8192;
+
+pub(super) fn init(wtx: &WriteTransaction, conf: &ConfState) -> Result<(), StoreError> {
+    let mut meta = wtx.open_table(META)?;
+    let base = SnapshotMeta { index: 0, term: 0, conf: conf.clone() };
+    meta.insert("log_base", encode("log_base", &base)?.as_slice())?;
+    meta.insert("hard_state", encode("hard_state", &HardState::default())?.as_slice())?;
+    Ok(())
+}
+
+fn encode_entry(e: &Entry) -> Result<Vec<u8>, StoreError> {
+    let mut out = e.term.to_le_bytes().to_vec();
+    let payload = postcard::to_stdvec(&e.payload).map_err(|err| StoreError::Corrupt {
+        what: format!("log entry {}", e.index),
+        message: err.to_string(),
+    })?;
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+fn decode_term(index: Index, bytes: &[u8]) -> Result<Term, StoreError> {
+    let head: [u8; 8] = bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| {
+        StoreError::Corrupt { what: format!("log entry {index}"), message: "shorter than its term".into() }
+    })?;
+    Ok(Term::from_le_bytes(head))
+}
+
+pub(super) fn decode_entry(index: Index, bytes: &[u8]) -> Result<Entry, StoreError> {
+    let term = decode_term(index, bytes)?;
+    let payload: EntryPayload = decode(&format!("log entry {index}"), &bytes[8..])?;
+    Ok(Entry { term, index, payload })
+}
+
+/// The Raft log and hard state of one member.
+///
+/// Reads come from memory where possible (every entry's term, the newest
+/// entries in full); writes go into the caller's write transaction, so they
+/// commit atomically with whatever else the caller writes.
+pub struct RaftLogStore {
+    db: Arc<Database>,
+    hard_state: HardState,
+    /// The log's base: the latest snapshot or compaction point.
+    base: SnapshotMeta,
+    /// `terms[i]` is the term of entry `base.index + 1 + i`; its length is the
+    /// number of entries in the log.
+    terms: VecDeque<Term>,
+    /// The newest entries. Invariant: contiguous, and the last one is the
+    /// log's last entry (or it is empty).
+    cache: VecDeque<Entry>,
+}
+
+impl RaftLogStore {
+    pub(super) fn load(db: Arc<Database>) -> Result<RaftLogStore, StoreError> {
+        let rtx = db.begin_read()?;
+        let meta = rtx.open_table(META)?;
+        let get = |name: &str| -> Result<Vec<u8>, StoreError> {
+            let v = meta
+                .get(name)?
+                .ok_or_else(|| StoreError::Corrupt { what: name.into(), message: "missing".into() })?;
+            Ok(v.value().to_vec())
+        };
+        let hard_state: HardState = decode("hard_state", &get("hard_state")?)?;
+        let base: SnapshotMeta = decode("log_base", &get("log_base")?)?;
+        let log = rtx.open_table(LOG)?;
+        let mut terms = VecDeque::new();
+        let mut expect = base.index + 1;
+        for item in log.range(base.index + 1..)? {
+            let (k, v) = item?;
+            let index = k.value();
+            if index != expect {
+                return Err(StoreError::Corrupt {
+                    what: "log".into(),
+                    message: format!("entry {expect} is missing (found {index})"),
+                });
+            }
+            terms.push_back(decode_term(index, v.value())?);
+            expect += 1;
+        }
+        let mut store = RaftLogStore { db: db.clone(), hard_state, base, terms, cache: VecDeque::new() };
+        // Warm the cache with the newest entries.
+        let last = store.last();
+        let lo = (last + 1).saturating_sub(CACHE_ENTRIES as u64).max(store.base.index + 1);
+        if lo <= last {
+            for item in log.range(lo..=last)? {
+                let (k, v) = item?;
+                store.cache.push_back(decode_entry(k.value(), v.value())?);
+            }
+        }
+        Ok(store)
+    }
+
+    fn last(&self) -> Index {
+        self.base.index + self.terms.len() as u64
+    }
+
+    /// The hard state as persisted.
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    /// The log's base (latest snapshot or compaction point).
+    pub fn base(&self) -> &SnapshotMeta {
+        &self.base
+    }
+
+    /// The number of entries in the log.
+    pub fn len(&self) -> u64 {
+        self.terms.len() as u64
+    }
+
+    /// Whether the log holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty()
+    }
+
+    /// Writes `entries` (replacing any at or after the first one's index) and
+    /// `hard_state` into `wtx`, and updates the in-memory view. If the
+    /// transaction then fails to commit, the view is wrong: the caller must
+    /// stop using this store (graft-kv exits).
+    pub fn write(
+        &mut self,
+        wtx: &WriteTransaction,
+        entries: &[Entry],
+        hard_state: Option<HardState>,
+    ) -> Result<(), StoreError> {
+        if let Some(first) = entries.first() {
+            let from = first.index;
+            if from <= self.base.index || from > self.last() + 1 {
+                return Err(StoreError::Corrupt {
+                    what: "append".into(),
+                    message: format!(
+                        "entries from {from} do not fit a log of {}..={}",
+                        self.base.index + 1,
+                        self.last()
+                    ),
+                });
+            }
+            let mut log = wtx.open_table(LOG)?;
+            let last = self.last();
+            if from <= last {
+                for i in from..=last {
+                    log.remove(i)?;
+                }
+            }
+            for e in entries {
+                log.insert(e.index, encode_entry(e)?.as_slice())?;
+            }
+            self.terms.truncate((from - self.base.index - 1) as usize);
+            self.terms.extend(entries.iter().map(|e| e.term));
+            while self.cache.back().is_some_and(|e| e.index >= from) {
+                self.cache.pop_back();
+            }
+            if self.cache.back().is_some_and(|e| e.index + 1 != from) {
+                self.cache.clear();
+            }
+            self.cache.extend(entries.iter().cloned());
+            while self.cache.len() > CACHE_ENTRIES {
+                self.cache.pop_front();
+            }
+        }
+        if let Some(hs) = hard_state {
+            let mut meta = wtx.open_table(META)?;
+            meta.insert("hard_state", encode("hard_state", &hs)?.as_slice())?;
+            self.hard_state = hs;
+        }
+        Ok(())
+    }
+
+    /// Drops entries up to and including `index`, recording (`index`,
+    /// `term`, `conf`) as the new base. `index` must be applied and durable.
+    pub fn compact(
+        &mut self,
+        wtx: &WriteTransaction,
+        index: Index,
+        term: Term,
+        conf: ConfState,
+    ) -> Result<(), StoreError> {
+        if index <= self.base.index || index > self.last() {
+            return Ok(());
+        }
+        let mut log = wtx.open_table(LOG)?;
+        for i in self.base.index + 1..=index {
+            log.remove(i)?;
+        }
+        let base = SnapshotMeta { index, term, conf };
+        wtx.open_table(META)?.insert("log_base", encode("log_base", &base)?.as_slice())?;
+        let drop = (index - self.base.index) as usize;
+        self.terms.drain(..drop);
+        while self.cache.front().is_some_and(|e| e.index <= index) {
+            self.cache.pop_front();
+        }
+        self.base = base;
+        Ok(())
+    }
+
+    /// Replaces the whole log with an installed snapshot's base.
+    pub fn reset_to(&mut self, wtx: &WriteTransaction, meta: SnapshotMeta) -> Result<(), StoreError> {
+        let mut log = wtx.open_table(LOG)?;
+        for i in self.base.index + 1..=self.last() {
+            log.remove(i)?;
+        }
+        wtx.open_table(META)?.insert("log_base", encode("log_base", &meta)?.as_slice())?;
+        self.terms.clear();
+        self.cache.clear();
+        self.hard_state.commit = self.hard_state.commit.max(meta.index);
+        self.base = meta;
+        Ok(())
+    }
+
+    fn read_entries(&self, lo: Index, hi: Index, max_bytes: u64) -> Result<Vec<Entry>, StoreError> {
+        let rtx = self.db.begin_read()?;
+        let log = rtx.open_table(LOG)?;
+        let mut out = Vec::new();
+        let mut size = 0;
+        for item in log.range(lo..hi)? {
+            let (k, v) = item?;
+            let e = decode_entry(k.value(), v.value())?;
+            size += e.size();
+            if size > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+}
+
+impl Storage for RaftLogStore {
+    fn initial_state(&self) -> Result<InitialState, graft_core::StorageError> {
+        Ok(InitialState { hard_state: self.hard_state, conf: self.base.conf.clone() })
+    }
+
+    fn entries(&self, lo: Index, hi: Index, max_bytes: u64) -> Result<Vec<Entry>, graft_core::StorageError> {
+        if lo <= self.base.index {
+            return Err(graft_core::StorageError::Compacted(lo));
+        }
+        if hi > self.last() + 1 {
+            return Err(graft_core::StorageError::Unavailable(hi - 1));
+        }
+        if lo >= hi {
+            return Ok(Vec::new());
+        }
+        if let Some(first) = self.cache.front() {
+            if lo >= first.index {
+                let from = (lo - first.index) as usize;
+                let to = (hi - first.index) as usize;
+                let slice: Vec<Entry> = self.cache.range(from..to).cloned().collect();
+                return Ok(graft_core::storage::limit_size(&slice, max_bytes).to_vec());
+            }
+        }
+        Ok(self.read_entries(lo, hi, max_bytes)?)
+    }
+
+    fn term(&self, index: Index) -> Result<Term, graft_core::StorageError> {
+        if index < self.base.index {
+            return Err(graft_core::StorageError::Compacted(index));
+        }
+        if index == self.base.index {
+            return Ok(self.base.term);
+        }
+        self.terms
+            .get((index - self.base.index - 1) as usize)
+            .copied()
+            .ok_or(graft_core::StorageError::Unavailable(index))
+    }
+
+    fn first_index(&self) -> Result<Index, graft_core::StorageError> {
+        Ok(self.base.index + 1)
+    }
+
+    fn last_index(&self) -> Result<Index, graft_core::StorageError> {
+        Ok(self.last())
+    }
+
+    fn snapshot_meta(&self) -> Result<SnapshotMeta, graft_core::StorageError> {
+        Ok(self.base.clone())
+    }
+}

@@ -1,0 +1,181 @@
+//! Durable state: one redb database per member, holding
+//! - the member's identity (cluster id and member id),
+//! - the Raft hard state and log ([`RaftLogStore`], which implements
+//!   [`graft_core::Storage`]),
+//! - the key-value state machine with its applied index and client sessions
+//!   ([`StateMachine`]).
+//!
+//! Everything a `Ready` asks to persist, and everything applied with it, is
+//! written in one write transaction: one fsync per `Ready` (group commit),
+//! and the applied index always moves together with the data it covers.
+
+mod log;
+mod state_machine;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use graft_core::{ConfState, NodeId};
+use redb::backends::InMemoryBackend;
+use redb::{Database, ReadableDatabase, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+pub use log::RaftLogStore;
+pub use state_machine::{Applied, MemberRecord, StateMachine};
+
+use crate::error::StoreError;
+
+/// Small records, by name: identity, hard state, log base, state machine meta.
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The Raft log: index -> 8-byte little-endian term, then the postcard payload.
+pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+/// The key-value data: key -> 8-byte big-endian version, then the value.
+pub(crate) const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
+/// Client sessions for exactly-once writes: client id -> postcard `Session`.
+pub(crate) const SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("sessions");
+
+/// The file name of the database inside a data directory.
+pub const DB_FILE: &str = "graft.redb";
+
+/// Who a data directory belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The cluster id.
+    pub cluster: String,
+    /// The member id.
+    pub member: NodeId,
+}
+
+/// What a new member starts from.
+#[derive(Clone, Debug, Default)]
+pub struct Bootstrap {
+    /// The initial membership (empty for a member that joins later).
+    pub conf: ConfState,
+    /// The initial members' addresses.
+    pub members: Vec<(NodeId, String)>,
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt { what: what.into(), message: e.to_string() })
+}
+
+pub(crate) fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_stdvec(value).map_err(|e| StoreError::Corrupt { what: what.into(), message: e.to_string() })
+}
+
+/// An opened member database.
+pub struct Store {
+    /// The database, shared with readers.
+    pub db: Arc<Database>,
+    /// The Raft log and hard state.
+    pub log: RaftLogStore,
+    /// The key-value state machine.
+    pub sm: StateMachine,
+}
+
+/// Opens (or creates) the database in `dir` for `identity`. An existing
+/// database of another cluster or member is refused before anything is
+/// written.
+pub fn open(dir: &Path, identity: &Identity, bootstrap: &Bootstrap) -> Result<Store, StoreError> {
+    std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { dir: dir.to_owned(), source })?;
+    // Look before touching: a foreign database is refused without being
+    // opened for writing.
+    if let Some(found) = read_identity(dir)? {
+        check_identity(dir, &found, identity)?;
+    }
+    let path = dir.join(DB_FILE);
+    let db = Database::create(&path)?;
+    open_db(db, dir.to_owned(), identity, bootstrap)
+}
+
+/// Opens a fresh in-memory database (tests and simulations).
+pub fn open_in_memory(identity: &Identity, bootstrap: &Bootstrap) -> Result<Store, StoreError> {
+    let db = Database::builder().create_with_backend(InMemoryBackend::new())?;
+    open_db(db, PathBuf::from(":memory:"), identity, bootstrap)
+}
+
+fn open_db(
+    db: Database,
+    dir: PathBuf,
+    identity: &Identity,
+    bootstrap: &Bootstrap,
+) -> Result<Store, StoreError> {
+    let found: Option<Identity> = {
+        let rtx = db.begin_read()?;
+        match rtx.open_table(META) {
+            Ok(t) => t.get("identity")?.map(|v| decode("identity", v.value())).transpose()?,
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    match found {
+        Some(found) => check_identity(&dir, &found, identity)?,
+        None => {
+            let wtx = db.begin_write()?;
+            {
+                let mut meta = wtx.open_table(META)?;
+                meta.insert("identity", encode("identity", identity)?.as_slice())?;
+                wtx.open_table(LOG)?;
+                wtx.open_table(KV)?;
+                wtx.open_table(SESSIONS)?;
+            }
+            log::init(&wtx, &bootstrap.conf)?;
+            state_machine::init(&wtx, bootstrap)?;
+            wtx.commit()?;
+        }
+    }
+    let db = Arc::new(db);
+    let log = RaftLogStore::load(db.clone())?;
+    let sm = StateMachine::load(db.clone())?;
+    Ok(Store { db, log, sm })
+}
+
+fn check_identity(dir: &Path, found: &Identity, want: &Identity) -> Result<(), StoreError> {
+    if found == want {
+        return Ok(());
+    }
+    Err(StoreError::Foreign {
+        dir: dir.to_owned(),
+        found_cluster: found.cluster.clone(),
+        found_member: found.member,
+        cluster: want.cluster.clone(),
+        member: want.member,
+    })
+}
+
+/// Reads the identity recorded in a data directory (opening the database
+/// read-only), if there is a database.
+pub fn read_identity(dir: &Path) -> Result<Option<Identity>, StoreError> {
+    let path = dir.join(DB_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let db = redb::ReadOnlyDatabase::open(&path)?;
+    let rtx = db.begin_read()?;
+    let t = match rtx.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let v = t.get("identity")?;
+    v.map(|v| decode("identity", v.value())).transpose()
+}
+
+/// Reads a stopped member's whole log and applied index (opening its
+/// database read-only): for tests and offline inspection.
+pub fn read_log(dir: &Path) -> Result<(Vec<graft_core::Entry>, graft_core::Index), StoreError> {
+    let db = redb::ReadOnlyDatabase::open(dir.join(DB_FILE))?;
+    let rtx = db.begin_read()?;
+    let log = rtx.open_table(LOG)?;
+    let mut out = Vec::new();
+    for item in redb::ReadableTable::iter(&log)? {
+        let (k, v) = item?;
+        out.push(log::decode_entry(k.value(), v.value())?);
+    }
+    let meta = rtx.open_table(META)?;
+    let sm = meta
+        .get("sm")?
+        .ok_or_else(|| StoreError::Corrupt { what: "sm".into(), message: "missing".into() })?;
+    let applied = state_machine::decode_applied(sm.value())?;
+    Ok((out, applied))
+}

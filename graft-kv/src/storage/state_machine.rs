@@ -1,0 +1,374 @@
+//! The key-value state machine: applies committed entries to redb tables.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use graft_core::{ConfChangeKind, Entry, EntryPayload, Index, NodeId, Term};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::{decode, encode, Bootstrap, KV, META, SESSIONS};
+use crate::command::{Command, WriteOp};
+use crate::error::StoreError;
+use crate::protocol::{ApiError, Expect, Response, SessionSeq, Versioned};
+
+/// A session is forgotten when its client has not written for this long, by
+/// the leaders' clocks as recorded in the log (so every member forgets it at
+/// the same entry).
+pub const SESSION_TTL_MS: u64 = 60 * 60 * 1000;
+/// Expired sessions are swept when the applied index crosses a multiple of this.
+const SESSION_SWEEP_EVERY: u64 = 1024;
+/// The most answers a session keeps for writes the client has not yet
+/// acknowledged; older ones are forgotten first.
+const SESSION_MAX_REPLIES: usize = 4096;
+
+/// A member as the state machine records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// Where it listens.
+    pub addr: String,
+    /// Whether it votes.
+    pub voter: bool,
+}
+
+/// The state machine's own metadata, written with every applied batch.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct SmMeta {
+    /// The last applied index. Invariant: moves in the same transaction as
+    /// the data changes of the entries up to it.
+    applied: Index,
+    /// The term of the entry at `applied`.
+    applied_term: Term,
+    /// The latest leader time seen in the log, in ms since the epoch.
+    clock_ms: u64,
+    /// The members, with their addresses.
+    members: BTreeMap<NodeId, MemberRecord>,
+}
+
+/// What a session remembers for one client.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Session {
+    /// Every seq below this was answered and acknowledged by the client.
+    ack_below: u64,
+    /// Answers to writes at or above `ack_below`, by seq.
+    replies: BTreeMap<u64, Result<Response, ApiError>>,
+    /// Leader time of the client's latest write.
+    last_active_ms: u64,
+}
+
+/// The outcome of applying one entry.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    /// The entry's index.
+    pub index: Index,
+    /// The entry's term.
+    pub term: Term,
+    /// The answer for the client that proposed it (commands only).
+    pub outcome: Option<Result<Response, ApiError>>,
+    /// The command, for the timestamp demo's logging.
+    pub op: Option<WriteOp>,
+}
+
+pub(super) fn init(wtx: &WriteTransaction, bootstrap: &Bootstrap) -> Result<(), StoreError> {
+    let members = bootstrap
+        .members
+        .iter()
+        .map(|(id, addr)| {
+            (*id, MemberRecord { addr: addr.clone(), voter: bootstrap.conf.voters.contains(id) })
+        })
+        .collect();
+    let meta = SmMeta { members, ..SmMeta::default() };
+    wtx.open_table(META)?.insert("sm", encode("sm", &meta)?.as_slice())?;
+    Ok(())
+}
+
+fn encode_value(version: u64, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + value.len());
+    out.extend_from_slice(&version.to_be_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+fn decode_value(bytes: &[u8]) -> Result<Versioned, StoreError> {
+    let head: [u8; 8] = bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| {
+        StoreError::Corrupt { what: "value".into(), message: "shorter than its version".into() }
+    })?;
+    Ok(Versioned { version: u64::from_be_bytes(head), value: Bytes::copy_from_slice(&bytes[8..]) })
+}
+
+pub(super) fn decode_applied(bytes: &[u8]) -> Result<Index, StoreError> {
+    let meta: SmMeta = decode("sm", bytes)?;
+    Ok(meta.applied)
+}
+
+/// The key-value state machine of one member.
+pub struct StateMachine {
+    db: Arc<Database>,
+    meta: SmMeta,
+}
+
+impl StateMachine {
+    pub(super) fn load(db: Arc<Database>) -> Result<StateMachine, StoreError> {
+        let meta = {
+            let rtx = db.begin_read()?;
+            let t = rtx.open_table(META)?;
+            let v = t
+                .get("sm")?
+                .ok_or_else(|| StoreError::Corrupt { what: "sm".into(), message: "missing".into() })?;
+            decode("sm", v.value())?
+        };
+        Ok(StateMachine { db, meta })
+    }
+
+    /// The last applied index.
+    pub fn applied(&self) -> Index {
+        self.meta.applied
+    }
+
+    /// The term of the last applied entry.
+    pub fn applied_term(&self) -> Term {
+        self.meta.applied_term
+    }
+
+    /// The members and their addresses, as of the applied index.
+    pub fn members(&self) -> &BTreeMap<NodeId, MemberRecord> {
+        &self.meta.members
+    }
+
+    /// Applies committed `entries` (in order, each exactly once) inside `wtx`.
+    /// Entries at or below the applied index are skipped.
+    pub fn apply(&mut self, wtx: &WriteTransaction, entries: &[Entry]) -> Result<Vec<Applied>, StoreError> {
+        let mut out = Vec::with_capacity(entries.len());
+        if entries.is_empty() {
+            return Ok(out);
+        }
+        let mut kv = wtx.open_table(KV)?;
+        let mut sessions = wtx.open_table(SESSIONS)?;
+        for e in entries {
+            if e.index <= self.meta.applied {
+                continue;
+            }
+            let mut applied = Applied { index: e.index, term: e.term, outcome: None, op: None };
+            match &e.payload {
+                EntryPayload::Noop => {}
+                EntryPayload::Config(c) => {
+                    let addr = String::from_utf8_lossy(&c.change.context).into_owned();
+                    let node = c.change.node;
+                    match c.change.kind {
+                        ConfChangeKind::AddVoter | ConfChangeKind::AddLearner => {
+                            let voter = c.change.kind == ConfChangeKind::AddVoter;
+                            let rec = self
+                                .meta
+                                .members
+                                .entry(node)
+                                .or_insert_with(|| MemberRecord { addr: addr.clone(), voter });
+                            rec.voter = voter;
+                            if !addr.is_empty() {
+                                rec.addr = addr;
+                            }
+                        }
+                        ConfChangeKind::Remove => {
+                            self.meta.members.remove(&node);
+                        }
+                    }
+                }
+                EntryPayload::Command(data) => match postcard::from_bytes::<Command>(data) {
+                    Ok(cmd) => {
+                        self.meta.clock_ms = self.meta.clock_ms.max(cmd.time_ms);
+                        let outcome = self.apply_command(&mut kv, &mut sessions, e.index, &cmd)?;
+                        applied.outcome = Some(outcome);
+                        applied.op = Some(cmd.op);
+                    }
+                    Err(err) => {
+                        applied.outcome =
+                            Some(Err(ApiError::Internal(format!("undecodable command: {err}"))));
+                    }
+                },
+            }
+            if e.index % SESSION_SWEEP_EVERY == 0 {
+                self.sweep_sessions(&mut sessions)?;
+            }
+            self.meta.applied = e.index;
+            self.meta.applied_term = e.term;
+            out.push(applied);
+        }
+        drop(kv);
+        drop(sessions);
+        wtx.open_table(META)?.insert("sm", encode("sm", &self.meta)?.as_slice())?;
+        Ok(out)
+    }
+
+    fn apply_command(
+        &mut self,
+        kv: &mut Table<&[u8], &[u8]>,
+        sessions: &mut Table<u64, &[u8]>,
+        index: Index,
+        cmd: &Command,
+    ) -> Result<Result<Response, ApiError>, StoreError> {
+        let Some(s) = cmd.session else { return execute(kv, index, &cmd.op) };
+        let mut session: Session = match sessions.get(s.client)? {
+            Some(v) => decode("session", v.value())?,
+            None if s.ack_below > 1 => {
+                // The client had answers before, so it had a session, and it
+                // is gone: this may be a retry of a write that was applied.
+                return Ok(Err(ApiError::SessionExpired));
+            }
+            None => Session::default(),
+        };
+        let outcome = lookup_or_execute(&mut session, s, || execute(kv, index, &cmd.op))?;
+        session.last_active_ms = self.meta.clock_ms;
+        sessions.insert(s.client, encode("session", &session)?.as_slice())?;
+        Ok(outcome)
+    }
+
+    fn sweep_sessions(&self, sessions: &mut Table<u64, &[u8]>) -> Result<(), StoreError> {
+        let cutoff = self.meta.clock_ms.saturating_sub(SESSION_TTL_MS);
+        let mut expired = Vec::new();
+        for item in sessions.iter()? {
+            let (k, v) = item?;
+            let s: Session = decode("session", v.value())?;
+            if s.last_active_ms < cutoff {
+                expired.push(k.value());
+            }
+        }
+        for k in expired {
+            sessions.remove(k)?;
+        }
+        Ok(())
+    }
+
+    /// Opens a consistent read view of the data.
+    pub fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
+        Ok(self.db.begin_read()?)
+    }
+
+    /// Reads `key` in `rtx`.
+    pub fn get(rtx: &ReadTransaction, key: &[u8]) -> Result<Option<Versioned>, StoreError> {
+        let kv = rtx.open_table(KV)?;
+        kv.get(key)?.map(|v| decode_value(v.value())).transpose()
+    }
+
+    /// Reads up to `limit` keys starting with `prefix`, in key order.
+    pub fn scan(
+        rtx: &ReadTransaction,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Versioned)>, StoreError> {
+        let kv = rtx.open_table(KV)?;
+        let mut out = Vec::new();
+        for item in kv.range::<&[u8]>(prefix..)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((Bytes::copy_from_slice(k.value()), decode_value(v.value())?));
+        }
+        Ok(out)
+    }
+}
+
+/// Answers a write from the session if it was applied before; otherwise runs
+/// `exec` and remembers its answer.
+fn lookup_or_execute(
+    session: &mut Session,
+    s: SessionSeq,
+    exec: impl FnOnce() -> Result<Result<Response, ApiError>, StoreError>,
+) -> Result<Result<Response, ApiError>, StoreError> {
+    if s.ack_below > session.ack_below {
+        session.ack_below = s.ack_below;
+        session.replies = session.replies.split_off(&s.ack_below);
+    }
+    if s.seq < session.ack_below {
+        return Ok(Err(ApiError::Invalid(format!(
+            "write {} of client {:x} was already acknowledged; it is not applied again",
+            s.seq, s.client
+        ))));
+    }
+    if let Some(prev) = session.replies.get(&s.seq) {
+        return Ok(prev.clone());
+    }
+    let outcome = exec()?;
+    session.replies.insert(s.seq, outcome.clone());
+    while session.replies.len() > SESSION_MAX_REPLIES {
+        session.replies.pop_first();
+    }
+    Ok(outcome)
+}
+
+fn execute(
+    kv: &mut Table<&[u8], &[u8]>,
+    index: Index,
+    op: &WriteOp,
+) -> Result<Result<Response, ApiError>, StoreError> {
+    let current = |kv: &Table<&[u8], &[u8]>, key: &[u8]| -> Result<Option<Versioned>, StoreError> {
+        kv.get(key)?.map(|v| decode_value(v.value())).transpose()
+    };
+    Ok(Ok(match op {
+        WriteOp::Put { key, value } => {
+            kv.insert(key.as_ref(), encode_value(index, value).as_slice())?;
+            Response::Put { version: index }
+        }
+        WriteOp::Delete { key } => {
+            let previous = kv.remove(key.as_ref())?.map(|v| decode_value(v.value())).transpose()?;
+            Response::Delete { previous: previous.map(|p| p.version) }
+        }
+        WriteOp::Cas { key, expect, value } => {
+            let cur = current(kv, key)?;
+            let matches = match expect {
+                Expect::Value(want) => cur.as_ref().map(|c| &c.value) == want.as_ref(),
+                Expect::Version(v) => cur.as_ref().map_or(0, |c| c.version) == *v,
+            };
+            if matches {
+                kv.insert(key.as_ref(), encode_value(index, value).as_slice())?;
+                Response::Cas {
+                    swapped: true,
+                    current: Some(Versioned { value: value.clone(), version: index }),
+                }
+            } else {
+                Response::Cas { swapped: false, current: cur }
+            }
+        }
+        WriteOp::Note(_) => Response::Done,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq(seq: u64, ack_below: u64) -> SessionSeq {
+        SessionSeq { client: 9, seq, ack_below }
+    }
+
+    #[test]
+    fn a_retried_write_gets_the_first_answer_and_is_not_run_again() {
+        let mut s = Session::default();
+        let mut runs = 0;
+        let first = lookup_or_execute(&mut s, seq(1, 1), || {
+            runs += 1;
+            Ok(Ok(Response::Put { version: 5 }))
+        })
+        .unwrap();
+        let again = lookup_or_execute(&mut s, seq(1, 1), || {
+            runs += 1;
+            Ok(Ok(Response::Put { version: 6 }))
+        })
+        .unwrap();
+        assert_eq!(first, again);
+        assert_eq!(runs, 1);
+    }
+
+    #[test]
+    fn acknowledged_answers_are_forgotten_and_not_replayed() {
+        let mut s = Session::default();
+        lookup_or_execute(&mut s, seq(1, 1), || Ok(Ok(Response::Done))).unwrap();
+        lookup_or_execute(&mut s, seq(2, 2), || Ok(Ok(Response::Done))).unwrap();
+        assert!(!s.replies.contains_key(&1));
+        let stale = lookup_or_execute(&mut s, seq(1, 2), || panic!("must not run")).unwrap();
+        assert!(matches!(stale, Err(ApiError::Invalid(_))));
+    }
+}
