@@ -44,17 +44,17 @@ pub enum Error {
     TransferInProgress,
     /// A membership change was refused.
     #[error("membership change refused: {0}")]
-    ConfChange(#[from] ConfChangeError),
+    ConfChange(ConfChangeError),
     /// The target of a leadership transfer is not a voter.
     #[error("member {0} is not a voter")]
     NotAVoter(NodeId),
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
-    Config(#[from] ConfigError),
+    Config(ConfigError),
     /// The storage failed, or returned something that contradicts the log
     /// the core holds.
     #[error("storage: {0}")]
-    Storage(#[from] StorageError),
+    Storage(StorageError),
 }
 
 /// Why a membership change was refused.
@@ -85,4 +85,22 @@ pub enum ConfChangeError {
     /// Id 0 is reserved.
     #[error("member id must not be 0")]
     ZeroId,
+}
+
+impl From<ConfChangeError> for Error {
+    fn from(e: ConfChangeError) -> Error {
+        Error::ConfChange(e)
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Error {
+        Error::Config(e)
+    }
+}
+
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Error {
+        Error::Storage(e)
+    }
 }

@@ -22,8 +22,8 @@
 //! Then the faults heal, and it checks liveness: a leader is elected and
 //! every acknowledged write is applied on every member within a bounded time.
 
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::fmt;
 
 use bytes::Bytes;
@@ -72,7 +72,7 @@ pub struct SimOptions {
 impl SimOptions {
     /// Options for `seed`: the cluster size and fault rates are drawn from it.
     pub fn for_seed(seed: u64) -> SimOptions {
-        let mut rng = Rng::new(seed ^ 0x5eed_0f_fa17);
+        let mut rng = Rng::new(seed ^ 0x005e_ed0f_fa17);
         let nodes = if rng.chance(0.5) { 3 } else { 5 };
         let pick = |rng: &mut Rng, choices: &[f64]| choices[rng.range(0, choices.len() as u64) as usize];
         let max_delay = pick(&mut rng, &[2.0, 10.0, 30.0, 60.0]) as u64;
@@ -311,7 +311,8 @@ impl Sim {
                     if let Some(raw) = self.nodes[l].raw.as_mut() {
                         if let Ok(index) = raw.propose(data) {
                             let term = raw.term();
-                            self.proposals.insert((l as u64 + 1, index), Proposal { term, invoked: self.now });
+                            self.proposals
+                                .insert((l as u64 + 1, index), Proposal { term, invoked: self.now });
                             final_write = Some((l as u64 + 1, index));
                         }
                     }
@@ -734,7 +735,10 @@ impl Sim {
                 return Err(format!("durable term of {id} went back from {} to {}", node.last_term, hs.term));
             }
             if hs.commit < node.last_commit {
-                return Err(format!("durable commit of {id} went back from {} to {}", node.last_commit, hs.commit));
+                return Err(format!(
+                    "durable commit of {id} went back from {} to {}",
+                    node.last_commit, hs.commit
+                ));
             }
             node.last_term = hs.term;
             node.last_commit = hs.commit;

@@ -17,7 +17,7 @@ pub enum StorageError {
     Unavailable(Index),
     /// The underlying store failed.
     #[error("storage failure: {0}")]
-    Io(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Io(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// The durable state a member starts from.

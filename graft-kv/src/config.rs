@@ -116,7 +116,7 @@ impl ClusterConfig {
     /// Reads and checks a cluster file.
     pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+            .map_err(|cause| ConfigError::Read { path: path.to_owned(), cause })?;
         ClusterConfig::parse(&text, path)
     }
 

@@ -10,13 +10,13 @@ use graft_core::NodeId;
 pub enum ProtocolError {
     /// The socket failed, or a frame was over the size limit.
     #[error("connection: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// A frame did not decode as the expected message.
     #[error("malformed frame: {0}")]
-    Decode(#[source] postcard::Error),
+    Decode(postcard::Error),
     /// A message could not be encoded.
     #[error("cannot encode: {0}")]
-    Encode(#[source] postcard::Error),
+    Encode(postcard::Error),
     /// The handshake was refused or made no sense.
     #[error("handshake: {0}")]
     Handshake(String),
@@ -26,12 +26,12 @@ pub enum ProtocolError {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not valid TOML of the expected shape.
     #[error("invalid config file {path}: {message}")]
@@ -59,7 +59,7 @@ pub enum ConfigError {
 pub enum StoreError {
     /// redb failed (I/O, corruption, a full disk).
     #[error("database: {0}")]
-    Db(#[from] redb::Error),
+    Db(redb::Error),
     /// The data directory belongs to another cluster or member.
     #[error(
         "data directory {dir} belongs to member {found_member} of cluster {found_cluster:?}, \
@@ -87,13 +87,25 @@ pub enum StoreError {
         message: String,
     },
     /// The data directory could not be used.
-    #[error("data directory {dir}: {source}")]
+    #[error("data directory {dir}: {cause}")]
     Dir {
         /// The directory.
         dir: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
+}
+
+impl From<std::io::Error> for ProtocolError {
+    fn from(e: std::io::Error) -> ProtocolError {
+        ProtocolError::Io(e)
+    }
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> StoreError {
+        StoreError::Db(e)
+    }
 }
 
 macro_rules! from_redb {

@@ -79,10 +79,22 @@ pub enum NodeError {
     /// The disk failed (including a full disk). Nothing acknowledged was lost:
     /// acknowledgements are only sent after their transaction commits.
     #[error("storage failed, stopping this member: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// The Raft core reported an error.
     #[error("raft: {0}")]
-    Raft(#[from] graft_core::Error),
+    Raft(graft_core::Error),
+}
+
+impl From<StoreError> for NodeError {
+    fn from(e: StoreError) -> NodeError {
+        NodeError::Store(e)
+    }
+}
+
+impl From<graft_core::Error> for NodeError {
+    fn from(e: graft_core::Error) -> NodeError {
+        NodeError::Raft(e)
+    }
 }
 
 /// Options for the node task.

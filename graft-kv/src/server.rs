@@ -37,19 +37,25 @@ pub enum ServeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The address cannot be listened on (in use, not local, ...).
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {cause}")]
     Bind {
         /// The address.
         addr: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The node failed while running.
     #[error(transparent)]
     Node(#[from] NodeError),
     /// The Raft core refused to start.
     #[error("raft: {0}")]
-    Raft(#[from] graft_core::Error),
+    Raft(graft_core::Error),
+}
+
+impl From<graft_core::Error> for ServeError {
+    fn from(e: graft_core::Error) -> ServeError {
+        ServeError::Raft(e)
+    }
 }
 
 /// How to run a member.
@@ -73,7 +79,7 @@ pub async fn run_member(opts: MemberOptions, shutdown: CancellationToken) -> Res
     let me = opts.cluster.member(opts.id)?.clone();
     let listener = TcpListener::bind(&me.addr)
         .await
-        .map_err(|source| ServeError::Bind { addr: me.addr.clone(), source })?;
+        .map_err(|cause| ServeError::Bind { addr: me.addr.clone(), cause })?;
     let identity = Identity { cluster: opts.cluster.cluster_id.clone(), member: opts.id };
     let bootstrap = Bootstrap {
         conf: ConfState::with_voters(opts.cluster.members.iter().map(|m| m.id)),

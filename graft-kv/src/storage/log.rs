@@ -78,8 +78,7 @@ impl RaftLogStore {
         let base: SnapshotMeta = decode("log_base", &get("log_base")?)?;
         let log = rtx.open_table(LOG)?;
         let mut terms = VecDeque::new();
-        let mut expect = base.index + 1;
-        for item in log.range(base.index + 1..)? {
+        for (expect, item) in (base.index + 1..).zip(log.range(base.index + 1..)?) {
             let (k, v) = item?;
             let index = k.value();
             if index != expect {
@@ -89,7 +88,6 @@ impl RaftLogStore {
                 });
             }
             terms.push_back(decode_term(index, v.value())?);
-            expect += 1;
         }
         let mut store = RaftLogStore { db: db.clone(), hard_state, base, terms, cache: VecDeque::new() };
         // Warm the cache with the newest entries.

@@ -77,11 +77,16 @@ pub struct Store {
 /// database of another cluster or member is refused before anything is
 /// written.
 pub fn open(dir: &Path, identity: &Identity, bootstrap: &Bootstrap) -> Result<Store, StoreError> {
-    std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { dir: dir.to_owned(), source })?;
+    std::fs::create_dir_all(dir).map_err(|cause| StoreError::Dir { dir: dir.to_owned(), cause })?;
     // Look before touching: a foreign database is refused without being
     // opened for writing.
-    if let Some(found) = read_identity(dir)? {
-        check_identity(dir, &found, identity)?;
+    match read_identity(dir) {
+        Ok(Some(found)) => check_identity(dir, &found, identity)?,
+        Ok(None) => {}
+        // After a crash the database needs a repair, which a read-only open
+        // cannot do: the identity is checked after opening instead.
+        Err(StoreError::Db(redb::Error::RepairAborted)) => {}
+        Err(e) => return Err(e),
     }
     let path = dir.join(DB_FILE);
     let db = Database::create(&path)?;

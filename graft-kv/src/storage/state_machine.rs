@@ -365,8 +365,8 @@ mod tests {
     #[test]
     fn acknowledged_answers_are_forgotten_and_not_replayed() {
         let mut s = Session::default();
-        lookup_or_execute(&mut s, seq(1, 1), || Ok(Ok(Response::Done))).unwrap();
-        lookup_or_execute(&mut s, seq(2, 2), || Ok(Ok(Response::Done))).unwrap();
+        lookup_or_execute(&mut s, seq(1, 1), || Ok(Ok(Response::Done))).unwrap().unwrap();
+        lookup_or_execute(&mut s, seq(2, 2), || Ok(Ok(Response::Done))).unwrap().unwrap();
         assert!(!s.replies.contains_key(&1));
         let stale = lookup_or_execute(&mut s, seq(1, 2), || panic!("must not run")).unwrap();
         assert!(matches!(stale, Err(ApiError::Invalid(_))));

@@ -185,7 +185,7 @@ impl Cluster {
                 }
             }
             if Instant::now() > deadline {
-                panic!("no single leader within {within:?}: {st:#?}\n{}", self.logs());
+                panic!("no single leader within {within:?}:\n{}\n{}", summary(&st), self.logs());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -200,7 +200,7 @@ impl Cluster {
                 return;
             }
             if Instant::now() > deadline {
-                panic!("members did not apply {index} within {within:?}: {st:#?}\n{}", self.logs());
+                panic!("members did not apply {index} within {within:?}:\n{}\n{}", summary(&st), self.logs());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -228,6 +228,19 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// One line per member, for failure messages.
+pub fn summary(st: &[MemberStatus]) -> String {
+    st.iter()
+        .map(|s| {
+            format!(
+                "member {}: {} term {} leader {:?} commit {} applied {} last {}",
+                s.id, s.role, s.term, s.leader, s.commit, s.applied, s.last_index
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A digest of a file's bytes, to show it was not touched.
