@@ -74,6 +74,8 @@ pub mod storage;
 /// The deterministic cluster simulation.
 #[cfg(feature = "test-util")]
 pub mod sim;
+#[cfg(feature = "test-util")]
+pub mod storage_suite;
 
 pub use config::Config;
 pub use error::{ConfChangeError, ConfigError, Error};

@@ -65,7 +65,8 @@ pub struct RaftLogStore {
 }
 
 impl RaftLogStore {
-    pub(super) fn load(db: Arc<Database>) -> Result<RaftLogStore, StoreError> {
+    /// Loads the log store of an opened database.
+    pub fn load(db: Arc<Database>) -> Result<RaftLogStore, StoreError> {
         let rtx = db.begin_read()?;
         let meta = rtx.open_table(META)?;
         let get = |name: &str| -> Result<Vec<u8>, StoreError> {
