@@ -1,1 +1,87 @@
-//! graft-check
+//! graft-check: a linearizability checker for histories recorded against a
+//! key-value store.
+//!
+//! A test harness records, for every client request, what was asked, when
+//! it was invoked, when (and whether) it completed and what came back, in a
+//! [`History`]. [`check`] then decides whether some total order of the
+//! operations is consistent with both the real-time order of the requests
+//! and the sequential semantics of the store: whether the history is
+//! *linearizable*.
+//!
+//! ```
+//! use graft_check::{check, Call, History, Operation, Outcome, Verdict};
+//!
+//! let mut history = History::new();
+//! // Client 1 writes "a" between t=0 and t=10; client 2 then reads nothing.
+//! history.push(Operation::new(1, "k", Call::Put("a".into()), Outcome::Put, 0, 10))?;
+//! history.push(Operation::new(2, "k", Call::Get, Outcome::Get(None), 20, 30))?;
+//! let verdict = check(&history);
+//! let Verdict::NotLinearizable(violation) = &verdict else { panic!("{verdict}") };
+//! assert_eq!(violation.operations.len(), 2);
+//! println!("{violation}");
+//! # Ok::<(), graft_check::HistoryError>(())
+//! ```
+//!
+//! # The model
+//!
+//! Each key is an independent register holding an optional byte string
+//! (`None` = absent), starting absent unless [`History::set_initial`] says
+//! otherwise. The operations are [`Call::Get`], [`Call::Put`],
+//! [`Call::Delete`] and [`Call::Cas`] (compare-and-swap, whose expected
+//! value may be "absent"). Because keys are independent, a history is
+//! linearizable if and only if each key's sub-history is (linearizability is
+//! local), so each key is checked on its own.
+//!
+//! Every operation has an invocation time and, if the client learnt the
+//! outcome, a completion time; an operation with a known outcome must take
+//! effect exactly once, at some instant between the two. An operation with
+//! an [`Outcome::Unknown`] (timeout, lost connection) may take effect at any
+//! instant after its invocation, or never: it is *optional* and has no
+//! completion time. Unknown reads are dropped, having no effect. Intervals
+//! that merely touch (one completes at the time the other is invoked) count
+//! as concurrent.
+//!
+//! # The algorithm
+//!
+//! The search is Wing & Gong's, with Lowe's memoization ("Testing for
+//! linearizability", 2017), as in porcupine and knossos:
+//!
+//! - The call and return events of the key's known-outcome operations are
+//!   put in a doubly linked list in time order. An operation may be
+//!   linearized next if its call comes before the first return still in the
+//!   list (the *frontier*): every operation that completed earlier has
+//!   already been linearized.
+//! - The search tries candidates in list order. Linearizing one applies it
+//!   to the register (failing if its outcome is impossible in the current
+//!   state), lifts its events out of the list, pushes it on a stack and
+//!   starts again from the head. When no candidate works, it pops the last
+//!   operation, puts its events back and tries the next candidate after
+//!   it. It succeeds when every known-outcome operation is linearized, and
+//!   fails when it must backtrack from an empty stack.
+//! - A cache of configurations already explored, (bitset of linearized
+//!   operations, register state), prunes the search: the future of a
+//!   configuration does not depend on how it was reached. The bitset's hash
+//!   is kept incrementally (one random word per operation, xor-ed in).
+//! - Unknown-outcome operations have no return event and live in a second
+//!   list. They are tried after the known candidates, and only those
+//!   invoked before the frontier. Since they are optional, an unknown
+//!   operation immediately followed by a blind write (a put or a delete
+//!   reporting nothing) is never tried: the configuration without it,
+//!   reached by the write alone, dominates.
+//! - A budget ([`Limits`]) bounds the states remembered, their memory and
+//!   the wall-clock time; past it the check returns [`Verdict::GaveUp`].
+//!
+//! When a key is not linearizable, its operations are shrunk to a small
+//! subset that is still not linearizable (greedy delta debugging, keeping
+//! every remaining observation explained by some remaining write) and
+//! reported as a [`Violation`], whose `Display` lists them one per line.
+
+#![warn(missing_docs)]
+
+mod check;
+mod history;
+mod minimize;
+mod search;
+
+pub use check::{check, check_with, GiveUpReason, Limits, Usage, Verdict, Violation};
+pub use history::{Call, History, HistoryError, Key, Operation, Outcome, Value};

@@ -107,6 +107,11 @@ pub struct NodeOptions {
     pub election_ticks: u32,
     /// Run the timestamp demo: the leader appends the time every 500 ms.
     pub demo: bool,
+    /// Fault injection for tests: abort the process instead of sending the
+    /// answer to the n-th applied write proposed here (so the write is
+    /// committed but its client never hears). From the environment variable
+    /// `GRAFT_FAULT_CRASH_BEFORE_REPLY`.
+    pub crash_before_reply: Option<u64>,
 }
 
 /// The node task's state.
@@ -459,6 +464,13 @@ impl Node {
             // committed, so the client may safely retry.
             responder.send(Err(ApiError::NotLeader { leader: self.leader_hint() }));
             return;
+        }
+        if let Some(n) = &mut self.opts.crash_before_reply {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                error!("{}, GRAFT_FAULT_CRASH_BEFORE_REPLY: aborting before answering write {}", self.id(), a.index);
+                std::process::abort();
+            }
         }
         match a.outcome {
             Some(outcome) => responder.send(outcome),

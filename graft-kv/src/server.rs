@@ -121,6 +121,7 @@ pub async fn run_member(opts: MemberOptions, shutdown: CancellationToken) -> Res
         tick: timing.tick(),
         election_ticks: timing.election_ticks,
         demo: opts.demo,
+        crash_before_reply: std::env::var("GRAFT_FAULT_CRASH_BEFORE_REPLY").ok().and_then(|v| v.parse().ok()),
     };
     let node = Node::new(raw, store.sm, store.db, transport, node_opts, addrs);
 
