@@ -120,14 +120,6 @@ impl Progress {
         }
     }
 
-    /// In `Replicate` with a full window, frees the oldest slot (used when a
-    /// heartbeat answer shows the member is alive, in case appends were lost).
-    pub fn free_first_inflight(&mut self) {
-        if self.state == ProgressState::Replicate && self.inflight.len() >= self.max_inflight {
-            self.inflight.pop_front();
-        }
-    }
-
     /// Handles a rejection of the append whose `prev_index` was `rejected`,
     /// moving `next` back to `probe_from + 1`. Returns false if the rejection
     /// is stale (an answer to an older append) and was ignored.

@@ -392,7 +392,10 @@ impl<S: Storage> Raft<S> {
                     // A member that heard from a live leader within the
                     // election timeout ignores candidates: they are
                     // disruptive, not needed (thesis §4.2.3, §9.6).
-                    let in_lease = self.cfg.check_quorum
+                    // With PreVote alone, the same rule applies to pre-votes:
+                    // a voter grants one only if it has not heard from a
+                    // leader for an election timeout (thesis §9.6).
+                    let in_lease = (self.cfg.check_quorum || (*pre_vote && self.cfg.pre_vote))
                         && self.leader.is_some()
                         && self.election_elapsed < self.cfg.election_tick;
                     if in_lease && !transfer {
@@ -622,12 +625,18 @@ impl<S: Storage> Raft<S> {
             MessageBody::HeartbeatResponse { read_round } => {
                 pr.probe_sent = false;
                 pr.read_round = pr.read_round.max(read_round);
-                // Appends may have been lost: free a slot so that the next
-                // append goes out, and its answer (a rejection if something
-                // was lost) restarts the flow.
-                pr.free_first_inflight();
+                let window_full = pr.state == ProgressState::Replicate && pr.is_paused();
                 if pr.matched < self.log.last_index()? {
-                    self.send_append(from, true)?;
+                    if window_full {
+                        // Appends may have been lost. Probe with an empty
+                        // append at the end of what was sent: it is accepted
+                        // if they merely lag (freeing the window), rejected
+                        // if something was lost (back to probing). The window
+                        // itself is never exceeded.
+                        self.send_empty_probe(from)?;
+                    } else {
+                        self.send_append(from, true)?;
+                    }
                 }
                 self.advance_reads();
             }
@@ -675,6 +684,23 @@ impl<S: Storage> Raft<S> {
         }
         self.send(to, self.term, MessageBody::Append { prev_index, prev_term, entries, commit });
         Ok(carried)
+    }
+
+    /// Sends `to` an append with no entries just after the last entry sent,
+    /// regardless of the flow-control window.
+    fn send_empty_probe(&mut self, to: NodeId) -> Result<(), Error> {
+        let Some(pr) = self.progress.get(&to) else { return Ok(()) };
+        let prev_index = pr.next - 1;
+        match self.log.term(prev_index) {
+            Ok(prev_term) => {
+                let commit = self.log.committed;
+                let body = MessageBody::Append { prev_index, prev_term, entries: Vec::new(), commit };
+                self.send(to, self.term, body);
+                Ok(())
+            }
+            Err(StorageError::Compacted(_)) => self.send_snapshot(to).map(|_| ()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn send_snapshot(&mut self, to: NodeId) -> Result<bool, Error> {
