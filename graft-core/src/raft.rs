@@ -180,9 +180,21 @@ impl<S: Storage> Raft<S> {
         &self.cfg
     }
 
-    /// Whether this member may campaign: it is a voter.
+    /// Whether this member may campaign: it is a voter, or it was one until
+    /// a configuration entry that is not committed yet. In that case the
+    /// previous voters may still need it: it may hold the only log up to
+    /// date enough to win, and as leader it commits its own removal, then
+    /// steps down.
     pub fn promotable(&self) -> bool {
-        self.conf.voters.contains(&self.id)
+        if self.conf.voters.contains(&self.id) {
+            return true;
+        }
+        match self.conf_history.last() {
+            Some((index, _, _)) if *index > self.log.committed => {
+                self.conf_at(index - 1).voters.contains(&self.id)
+            }
+            _ => false,
+        }
     }
 
     fn reset_randomized_timeout(&mut self) {

@@ -29,7 +29,9 @@ use std::fmt;
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::message::{ConfState, Entry, EntryPayload, Index, Message, MessageBody, NodeId, Term};
+use crate::message::{
+    ConfChange, ConfChangeKind, ConfState, Entry, EntryPayload, Index, Message, MessageBody, NodeId, Term,
+};
 use crate::raft::Role;
 use crate::raw_node::RawNode;
 use crate::rng::Rng;
@@ -67,6 +69,14 @@ pub struct SimOptions {
     pub read_rate: f64,
     /// Per time unit: probability that the leader is asked to transfer leadership.
     pub transfer_rate: f64,
+    /// Member ids go up to this (members beyond `nodes` join later).
+    pub max_nodes: usize,
+    /// Per time unit: probability of a membership change (add a learner,
+    /// promote one, remove a member).
+    pub membership_rate: f64,
+    /// A member compacts its log once it holds more entries than this
+    /// (0: never), so lagging members catch up by snapshot.
+    pub compact_threshold: u64,
 }
 
 impl SimOptions {
@@ -90,6 +100,9 @@ impl SimOptions {
             propose_rate: pick(&mut rng, &[0.05, 0.2, 0.5]),
             read_rate: pick(&mut rng, &[0.02, 0.1, 0.3]),
             transfer_rate: pick(&mut rng, &[0.0, 0.0, 0.0005]),
+            max_nodes: nodes + 2,
+            membership_rate: pick(&mut rng, &[0.0, 0.0, 0.0005, 0.002]),
+            compact_threshold: pick(&mut rng, &[0.0, 0.0, 4.0, 20.0, 200.0]) as u64,
         }
     }
 }
@@ -137,13 +150,20 @@ pub struct SimReport {
     pub partitions: u64,
     /// Elections won.
     pub leaders: u64,
+    /// Snapshots installed.
+    pub snapshots: u64,
+    /// Membership changes committed... proposed and accepted by a leader.
+    pub conf_changes: u64,
 }
 
 /// One member's durable state machine: which entries it applied.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct StateMachine {
-    /// Invariant: every index up to here was applied exactly once, in order.
+    /// Invariant: every index up to here was applied exactly once, in order
+    /// (or came with a snapshot).
     applied: Index,
+    /// A hash of everything applied, in order: the state itself.
+    chain: u64,
 }
 
 struct SimNode {
@@ -162,6 +182,10 @@ struct SimNode {
     prefix: Vec<u64>,
     last_commit: Index,
     last_term: Term,
+    /// Snapshot data received and not yet installed.
+    staged: Option<StateMachine>,
+    /// Has been started at least once.
+    started: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -186,7 +210,7 @@ pub struct Sim {
     nodes: Vec<SimNode>,
     /// In-flight messages by delivery time (then send order).
     net: BinaryHeap<Reverse<(u64, u64, usize)>>,
-    net_msgs: HashMap<usize, Message>,
+    net_msgs: HashMap<usize, (Message, Option<StateMachine>)>,
     net_seq: u64,
     /// Directed links that drop everything: (from, to).
     blocked: BTreeSet<(NodeId, NodeId)>,
@@ -197,8 +221,10 @@ pub struct Sim {
     votes: BTreeMap<(NodeId, Term), NodeId>,
     /// (index, term) -> prefix hash, across every member's durable log.
     log_prefix: HashMap<(Index, Term), u64>,
-    /// index -> (term, payload hash) of every applied entry.
-    applied: Vec<(Term, u64)>,
+    /// index -> (term, payload hash, chain hash up to it) of every applied entry.
+    applied: Vec<(Term, u64, u64)>,
+    /// Snapshot sends to report: (when, leader, follower, delivered).
+    snapshot_reports: Vec<(u64, NodeId, NodeId, bool)>,
     proposals: BTreeMap<(NodeId, Index), Proposal>,
     max_acked: Index,
     reads: BTreeMap<u64, PendingRead>,
@@ -235,22 +261,25 @@ impl Sim {
     pub fn new(seed: u64, opts: SimOptions) -> Sim {
         let mut rng = Rng::new(seed);
         let voters: Vec<NodeId> = (1..=opts.nodes as u64).collect();
-        let nodes = voters
-            .iter()
-            .map(|&id| {
+        let nodes = (1..=opts.max_nodes.max(opts.nodes) as u64)
+            .map(|id| {
                 let tick_every = rng.range(TICK - 1, TICK + 2);
+                let initial = voters.contains(&id);
                 SimNode {
                     id,
                     raw: None,
-                    disk: Some(MemStorage::new_with_conf(ConfState::with_voters(voters.iter().copied()))),
-                    sm: StateMachine::default(),
+                    disk: initial
+                        .then(|| MemStorage::new_with_conf(ConfState::with_voters(voters.iter().copied()))),
+                    sm: StateMachine { applied: 0, chain: FNV_OFFSET },
                     tick_every,
                     next_tick: rng.range(0, tick_every),
-                    restart_at: Some(0),
+                    restart_at: initial.then_some(0),
                     incarnation: 0,
                     prefix: vec![FNV_OFFSET],
                     last_commit: 0,
                     last_term: 0,
+                    staged: None,
+                    started: initial,
                 }
             })
             .collect();
@@ -269,7 +298,8 @@ impl Sim {
             leaders: BTreeMap::new(),
             votes: BTreeMap::new(),
             log_prefix: HashMap::new(),
-            applied: vec![(0, 0)],
+            applied: vec![(0, 0, FNV_OFFSET)],
+            snapshot_reports: Vec::new(),
             proposals: BTreeMap::new(),
             max_acked: 0,
             reads: BTreeMap::new(),
@@ -326,7 +356,21 @@ impl Sim {
                     .nodes
                     .iter()
                     .map(|n| match &n.raw {
-                        Some(r) => format!("{}:{:?}/t{}/applied {}", n.id, r.role(), r.term(), n.sm.applied),
+                        Some(r) => {
+                            let st = r.status();
+                            format!(
+                                "{}:{:?}/t{}/applied {}/log {}..={} (last term {:?})/voters {:?} learners {:?}",
+                                n.id,
+                                r.role(),
+                                r.term(),
+                                n.sm.applied,
+                                st.first_index,
+                                st.last_index,
+                                r.log_term(st.last_index),
+                                st.conf.voters,
+                                st.conf.learners
+                            )
+                        }
                         None => format!("{}:down", n.id),
                     })
                     .collect();
@@ -347,8 +391,14 @@ impl Sim {
 
     fn converged(&self, final_write: Option<(NodeId, Index)>) -> bool {
         let Some((_, index)) = final_write else { return false };
+        let Some(l) = self.leader() else { return false };
+        let Some(conf) = self.nodes[l].raw.as_ref().map(|r| r.conf().clone()) else { return false };
         let acked_final = self.max_acked >= index;
-        acked_final && self.nodes.iter().all(|n| n.raw.is_some() && n.sm.applied >= self.max_acked)
+        acked_final
+            && conf.members().all(|id| {
+                let n = &self.nodes[(id - 1) as usize];
+                n.raw.is_some() && n.sm.applied >= self.max_acked
+            })
     }
 
     fn leader(&self) -> Option<usize> {
@@ -370,7 +420,7 @@ impl Sim {
         self.opts.dup_rate = 0.0;
         self.opts.max_delay = self.opts.max_delay.min(10);
         for n in &mut self.nodes {
-            if n.raw.is_none() {
+            if n.raw.is_none() && n.started {
                 n.restart_at = Some(self.now);
             }
         }
@@ -395,8 +445,17 @@ impl Sim {
                 break;
             }
             self.net.pop();
-            if let Some(m) = self.net_msgs.remove(&key) {
-                self.deliver(m)?;
+            if let Some((m, data)) = self.net_msgs.remove(&key) {
+                self.deliver(m, data)?;
+            }
+        }
+        // The leaders learn how their snapshot sends went.
+        let due: Vec<(u64, NodeId, NodeId, bool)> =
+            self.snapshot_reports.iter().copied().filter(|r| r.0 <= self.now).collect();
+        self.snapshot_reports.retain(|r| r.0 > self.now);
+        for (_, leader, to, ok) in due {
+            if let Some(raw) = self.nodes[(leader - 1) as usize].raw.as_mut() {
+                raw.report_snapshot(to, ok);
             }
         }
         // Ticks.
@@ -424,11 +483,48 @@ impl Sim {
                 self.event(format!("transfer {} -> {to}", l + 1));
             }
         }
+        if !self.healing && self.rng.chance(self.opts.membership_rate) {
+            self.change_membership();
+        }
         // Ready processing.
         for i in 0..self.nodes.len() {
             self.process_ready(i)?;
         }
         Ok(())
+    }
+
+    /// Asks the leader for a random single-member change.
+    fn change_membership(&mut self) {
+        let Some(l) = self.leader() else { return };
+        let Some(conf) = self.nodes[l].raw.as_ref().map(|r| r.conf().clone()) else { return };
+        let learners: Vec<NodeId> = conf.learners.iter().copied().collect();
+        let members: Vec<NodeId> = conf.members().collect();
+        let outside: Vec<NodeId> = self.nodes.iter().map(|n| n.id).filter(|id| !conf.contains(*id)).collect();
+        let (kind, node) = match self.rng.range(0, 3) {
+            0 if !outside.is_empty() => {
+                (ConfChangeKind::AddLearner, outside[self.rng.range(0, outside.len() as u64) as usize])
+            }
+            1 if !learners.is_empty() => {
+                (ConfChangeKind::AddVoter, learners[self.rng.range(0, learners.len() as u64) as usize])
+            }
+            2 => (ConfChangeKind::Remove, members[self.rng.range(0, members.len() as u64) as usize]),
+            _ => return,
+        };
+        let cc = ConfChange { kind, node, context: Bytes::new() };
+        let Some(raw) = self.nodes[l].raw.as_mut() else { return };
+        let result = raw.propose_conf_change(cc);
+        let accepted = result.is_ok();
+        self.event(format!("conf change {kind:?} {node} at {}: {result:?}", l + 1));
+        if accepted {
+            self.report.conf_changes += 1;
+            // A member joining for the first time starts empty.
+            let n = &mut self.nodes[(node - 1) as usize];
+            if kind == ConfChangeKind::AddLearner && !n.started {
+                n.started = true;
+                n.disk = Some(MemStorage::new_with_conf(ConfState::default()));
+                n.restart_at = Some(self.now);
+            }
+        }
     }
 
     fn inject_faults(&mut self) {
@@ -568,7 +664,26 @@ impl Sim {
                 }
             }
         }
-        if self.blocked.contains(&(m.from, m.to)) || self.rng.chance(self.opts.drop_rate) {
+        let mut m = m;
+        let mut data = None;
+        if let MessageBody::Snapshot { meta } = &mut m.body {
+            // As graft-kv does: send the state machine as it is now, which
+            // is at or after the log's base that the core named.
+            let sender = &self.nodes[(m.from - 1) as usize];
+            let Some(raw) = sender.raw.as_ref() else { return Ok(()) };
+            let applied = sender.sm.applied;
+            let Some(term) = raw.log_term(applied) else {
+                return Err(format!("{} cannot find the term of its applied index {applied}", m.from));
+            };
+            *meta = crate::SnapshotMeta { index: applied, term, conf: raw.conf_at(applied) };
+            data = Some(sender.sm.clone());
+        }
+        let lost = self.blocked.contains(&(m.from, m.to)) || self.rng.chance(self.opts.drop_rate);
+        if data.is_some() {
+            let at = self.now + self.rng.range(self.opts.min_delay, self.opts.max_delay + 1);
+            self.snapshot_reports.push((at, m.from, m.to, !lost));
+        }
+        if lost {
             return Ok(());
         }
         let copies = if self.rng.chance(self.opts.dup_rate) { 2 } else { 1 };
@@ -576,15 +691,20 @@ impl Sim {
             let at = self.now + self.rng.range(self.opts.min_delay, self.opts.max_delay + 1);
             self.net_seq += 1;
             let key = self.net_seq as usize;
-            self.net_msgs.insert(key, m.clone());
+            self.net_msgs.insert(key, (m.clone(), data.clone()));
             self.net.push(Reverse((at, self.net_seq, key)));
         }
         Ok(())
     }
 
-    fn deliver(&mut self, m: Message) -> Check {
+    fn deliver(&mut self, m: Message, data: Option<StateMachine>) -> Check {
         let i = (m.to - 1) as usize;
-        let Some(raw) = self.nodes.get_mut(i).and_then(|n| n.raw.as_mut()) else { return Ok(()) };
+        let Some(node) = self.nodes.get_mut(i) else { return Ok(()) };
+        if data.is_some() && node.raw.is_some() {
+            // The data arrives whole before the message is stepped.
+            node.staged = data;
+        }
+        let Some(raw) = node.raw.as_mut() else { return Ok(()) };
         let desc = format!("{} -> {} t{} {}", m.from, m.to, m.term, m.body.kind());
         raw.step(m).map_err(|e| format!("step on {}: {e}", i + 1))?;
         self.report.delivered += 1;
@@ -660,6 +780,9 @@ impl Sim {
         if crash_at == Some(1) {
             return self.crash_now(i);
         }
+        if let Some(meta) = &rd.snapshot {
+            self.install_snapshot(i, meta)?;
+        }
         self.persist(i, rd.hard_state, &rd.entries)?;
         if crash_at == Some(2) {
             return self.crash_now(i);
@@ -689,6 +812,62 @@ impl Sim {
         if let Some(raw) = self.nodes[i].raw.as_mut() {
             raw.advance().map_err(|e| format!("advance on {id}: {e}"))?;
         }
+        self.maybe_compact(i)
+    }
+
+    /// Installs the staged snapshot data, as graft-kv does: state machine and
+    /// log base together.
+    fn install_snapshot(&mut self, i: usize, meta: &crate::SnapshotMeta) -> Check {
+        let node = &mut self.nodes[i];
+        let id = node.id;
+        let Some(data) = node.staged.take() else {
+            return Err(format!("{id} was told to install snapshot {} without having its data", meta.index));
+        };
+        if data.applied != meta.index {
+            return Err(format!("{id} installs snapshot {} but holds data for {}", meta.index, data.applied));
+        }
+        // State machine safety across snapshots: the data is exactly the
+        // state every member reached at that index.
+        match self.applied.get(meta.index as usize) {
+            Some(&(term, _, chain)) if term == meta.term && chain == data.chain => {}
+            other => {
+                return Err(format!(
+                    "snapshot {} (term {}) installed on {id} does not match the applied history {other:?}",
+                    meta.index, meta.term
+                ))
+            }
+        }
+        let Some(raw) = node.raw.as_mut() else { return Ok(()) };
+        raw.storage_mut().apply_snapshot(meta.clone());
+        node.sm = data;
+        let base = self.log_prefix.get(&(meta.index, meta.term)).copied().unwrap_or(FNV_OFFSET);
+        node.prefix = vec![0; meta.index as usize];
+        node.prefix.push(base);
+        node.last_commit = node.last_commit.max(meta.index);
+        // Writes proposed here and overtaken by the snapshot: outcome unknown.
+        self.proposals.retain(|(n, idx), _| *n != id || *idx > meta.index);
+        self.report.snapshots += 1;
+        self.event(format!("{id} installed snapshot {} term {}", meta.index, meta.term));
+        Ok(())
+    }
+
+    /// Compacts the log once it is over the threshold, keeping a random tail.
+    fn maybe_compact(&mut self, i: usize) -> Check {
+        let threshold = self.opts.compact_threshold;
+        if threshold == 0 {
+            return Ok(());
+        }
+        let keep = self.rng.range(0, threshold / 2 + 1);
+        let node = &mut self.nodes[i];
+        let Some(raw) = node.raw.as_mut() else { return Ok(()) };
+        let st = raw.status();
+        let upto = node.sm.applied.saturating_sub(keep);
+        if st.last_index + 1 - st.first_index <= threshold || upto < st.first_index {
+            return Ok(());
+        }
+        let conf = raw.conf_at(upto);
+        raw.storage_mut().compact(upto, conf).map_err(|e| format!("compact on {}: {e}", node.id))?;
+        raw.on_compacted(upto);
         Ok(())
     }
 
@@ -711,7 +890,9 @@ impl Sim {
         // the new leader's log.
         let Some(raw) = self.nodes[i].raw.as_ref() else { return Ok(()) };
         let last_applied = self.applied.len() as u64 - 1;
-        if last_applied > 0 {
+        // An index below the leader's log base is covered by its snapshot,
+        // which was checked when installed (or by its own applying).
+        if last_applied > 0 && last_applied + 1 >= raw.status().first_index {
             let want = self.applied[last_applied as usize].0;
             let have = raw.log_term(last_applied);
             if have != Some(want) {
@@ -773,11 +954,13 @@ impl Sim {
             if e.index != sm.applied + 1 {
                 return Err(format!("{id} applied index {} after {}: not in order", e.index, sm.applied));
             }
-            sm.applied = e.index;
             let h = entry_hash(e);
+            sm.applied = e.index;
+            sm.chain = fnv(sm.chain, &h.to_le_bytes());
+            let chain = sm.chain;
             let idx = e.index as usize;
             if idx < self.applied.len() {
-                if self.applied[idx] != (e.term, h) {
+                if self.applied[idx] != (e.term, h, chain) {
                     return Err(format!(
                         "state machine safety: {id} applied {:?} at index {} (term {}), another member applied \
                          a different entry (term {})",
@@ -785,7 +968,7 @@ impl Sim {
                     ));
                 }
             } else {
-                self.applied.push((e.term, h));
+                self.applied.push((e.term, h, chain));
             }
             if let Some(p) = self.proposals.remove(&(id, e.index)) {
                 if p.term == e.term {

@@ -54,6 +54,8 @@ fn simulate_many_seeds() {
                         t.crashes += r.crashes;
                         t.partitions += r.partitions;
                         t.leaders += r.leaders;
+                        t.snapshots += r.snapshots;
+                        t.conf_changes += r.conf_changes;
                     }
                     Err(f) => failures.lock().unwrap().push(f),
                 }
@@ -62,8 +64,17 @@ fn simulate_many_seeds() {
     });
     let t = totals.into_inner().unwrap();
     println!(
-        "{seeds} seeds: {} steps, {} writes acknowledged, {} reads, {} messages, {} crashes, {} partitions, {} elections",
-        t.steps, t.acked_writes, t.reads, t.delivered, t.crashes, t.partitions, t.leaders
+        "{seeds} seeds: {} steps, {} writes acknowledged, {} reads, {} messages, {} crashes, {} partitions, \
+         {} elections, {} snapshots installed, {} membership changes",
+        t.steps,
+        t.acked_writes,
+        t.reads,
+        t.delivered,
+        t.crashes,
+        t.partitions,
+        t.leaders,
+        t.snapshots,
+        t.conf_changes
     );
     let mut failures = failures.into_inner().unwrap();
     failures.sort_by_key(|f| f.seed);
@@ -74,6 +85,10 @@ fn simulate_many_seeds() {
     // The runs did real work: a run that acknowledges nothing proves nothing.
     assert!(t.acked_writes > seeds * 10, "too few writes acknowledged: {}", t.acked_writes);
     assert!(t.reads > seeds, "too few reads served: {}", t.reads);
+    if seeds >= 100 {
+        assert!(t.snapshots > 0, "no seed exercised snapshots");
+        assert!(t.conf_changes > 0, "no seed exercised membership changes");
+    }
 }
 
 #[test]
