@@ -876,7 +876,9 @@ impl<S: Storage> Raft<S> {
             ConfChangeKind::AddLearner => conf.voters.remove(&cc.node) | conf.learners.insert(cc.node),
             ConfChangeKind::Remove => conf.voters.remove(&cc.node) | conf.learners.remove(&cc.node),
         };
-        if !changed {
+        // The same role again only makes sense to update the context (graft-kv:
+        // a member's new address); the membership itself stays as it is.
+        if !changed && (cc.context.is_empty() || cc.kind == ConfChangeKind::Remove) {
             return Err(ConfChangeError::NoOp(cc.node));
         }
         if conf.voters.is_empty() {

@@ -58,3 +58,12 @@ impl WriteOp {
         }
     }
 }
+
+/// What graft-kv puts in a membership change's context.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberContext {
+    /// Where the member listens (empty: unchanged).
+    pub addr: String,
+    /// For a learner: make it a voter once it has caught up.
+    pub promote: bool,
+}

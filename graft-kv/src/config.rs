@@ -67,6 +67,25 @@ impl Timing {
     }
 }
 
+/// When a member compacts its log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogLimits {
+    /// Compact once the log holds more entries than this (0: no limit).
+    pub max_entries: u64,
+    /// Compact once the log's entries add up to more bytes than this (0: no limit).
+    pub max_bytes: u64,
+    /// Keep this many of the newest applied entries, so that followers a
+    /// little behind catch up from the log rather than by snapshot.
+    pub retain_entries: u64,
+}
+
+impl Default for LogLimits {
+    fn default() -> LogLimits {
+        LogLimits { max_entries: 50_000, max_bytes: 256 << 20, retain_entries: 5_000 }
+    }
+}
+
 /// The cluster: who is in it and how it runs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +96,9 @@ pub struct ClusterConfig {
     /// Raft timing.
     #[serde(default)]
     pub timing: Timing,
+    /// Log compaction.
+    #[serde(default)]
+    pub log: LogLimits,
     /// The initial members.
     pub members: Vec<MemberConfig>,
 }
@@ -99,6 +121,7 @@ impl ClusterConfig {
         ClusterConfig {
             cluster_id: default_cluster_id(),
             timing: Timing::default(),
+            log: LogLimits::default(),
             members: (1..=n)
                 .map(|id| MemberConfig { id, addr: format!("127.0.0.1:{}", u64::from(base_port) + id - 1) })
                 .collect(),

@@ -6,6 +6,7 @@
 //! - [`node`]: the task that owns the Raft node, the log and the state
 //!   machine, and carries out each `Ready` in order.
 //! - [`transport`]: outbound Raft traffic, one task and queue per peer.
+//! - [`snapshot`]: streaming snapshots to followers behind the log.
 //! - [`storage`]: the redb database — identity, log, hard state, key-value
 //!   tables, client sessions.
 //! - [`command`]: the commands written into the log.
@@ -24,6 +25,7 @@ pub mod error;
 pub mod node;
 pub mod protocol;
 pub mod server;
+pub mod snapshot;
 pub mod storage;
 pub mod transport;
 

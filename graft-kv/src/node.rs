@@ -18,18 +18,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use graft_core::{Entry, EntryPayload, Index, Message, NodeId, RawNode, Ready, Role, Term};
+use graft_core::{Entry, EntryPayload, Index, Message, MessageBody, NodeId, RawNode, Ready, Role, Term};
 use redb::{Database, Durability};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::command::{Command, WriteOp};
+use crate::command::{Command, MemberContext, WriteOp};
 use crate::error::StoreError;
 use crate::protocol::{
     ApiError, ClientResponse, Consistency, LeaderHint, MemberInfo, MemberStatus, Request, Response,
 };
-use crate::storage::{Applied, RaftLogStore, StateMachine};
+use crate::snapshot;
+use crate::storage::{Applied, RaftLogStore, StagedSnapshot, StateMachine};
 use crate::transport::Transport;
 
 /// Where an answer goes.
@@ -70,6 +71,16 @@ pub enum NodeInput {
     Client(Request, Responder),
     /// The transport lost its connection to a peer.
     Unreachable(NodeId),
+    /// A snapshot stream to a peer ended.
+    SnapshotSent {
+        /// The peer.
+        to: NodeId,
+        /// Whether the peer staged it whole.
+        ok: bool,
+    },
+    /// A snapshot arrived whole and is staged: step the message; the sender
+    /// is told when the staged data was installed or declined.
+    SnapshotReceived(Message, StagedSnapshot, oneshot::Sender<()>),
 }
 
 /// Why the node task stopped with an error. All of these are fatal: the
@@ -112,6 +123,10 @@ pub struct NodeOptions {
     /// committed but its client never hears). From the environment variable
     /// `GRAFT_FAULT_CRASH_BEFORE_REPLY`.
     pub crash_before_reply: Option<u64>,
+    /// When to compact the log.
+    pub log: crate::config::LogLimits,
+    /// The node's own input queue (snapshot senders report into it).
+    pub inputs: mpsc::Sender<NodeInput>,
 }
 
 /// The node task's state.
@@ -134,6 +149,11 @@ pub struct Node {
     transfer: Option<(NodeId, Responder, u32)>,
     last_note: Instant,
     last_status_log: Instant,
+    /// A received snapshot waiting for Raft to install it.
+    staged: Option<(StagedSnapshot, oneshot::Sender<()>)>,
+    /// Peers a snapshot is being streamed to.
+    sending: std::collections::HashSet<NodeId>,
+    ticks: u64,
 }
 
 fn now_ms() -> u64 {
@@ -173,6 +193,9 @@ impl Node {
             transfer: None,
             last_note: Instant::now(),
             last_status_log: Instant::now(),
+            staged: None,
+            sending: std::collections::HashSet::new(),
+            ticks: 0,
         }
     }
 
@@ -220,6 +243,12 @@ impl Node {
                 let rd = self.raw.ready()?;
                 self.handle_ready(rd)?;
             }
+            // Raft declined a received snapshot (it was stale): let the
+            // receiver go on.
+            if let Some((_, done)) = self.staged.take() {
+                let _ = done.send(());
+            }
+            self.maybe_compact()?;
         }
         // Make everything applied so far durable before closing.
         blocking(|| -> Result<(), StoreError> {
@@ -233,6 +262,10 @@ impl Node {
 
     fn on_tick(&mut self) -> Result<(), NodeError> {
         self.raw.tick()?;
+        self.ticks += 1;
+        if self.ticks % 5 == 0 && self.raw.role() == Role::Leader {
+            self.promote_caught_up_learner();
+        }
         if let Some((to, _, left)) = &mut self.transfer {
             let to = *to;
             *left = left.saturating_sub(1);
@@ -277,8 +310,166 @@ impl Node {
             NodeInput::Raft(m) => self.raw.step(m)?,
             NodeInput::Unreachable(id) => self.raw.report_unreachable(id),
             NodeInput::Client(req, responder) => self.handle_request(req, responder)?,
+            NodeInput::SnapshotSent { to, ok } => {
+                self.sending.remove(&to);
+                self.raw.report_snapshot(to, ok);
+            }
+            NodeInput::SnapshotReceived(m, staged, done) => {
+                if let Some((_, old)) = self.staged.replace((staged, done)) {
+                    let _ = old.send(());
+                }
+                self.raw.step(m)?;
+            }
         }
         Ok(())
+    }
+
+    fn addr_of(&self, id: NodeId) -> Option<String> {
+        self.sm.members().get(&id).map(|m| m.addr.clone()).or_else(|| self.addrs.get(&id).cloned())
+    }
+
+    /// Starts streaming a snapshot of the state machine as it is now (at
+    /// or after the log base the core named) to the message's target.
+    fn start_snapshot(&mut self, m: Message) -> Result<(), NodeError> {
+        let to = m.to;
+        if self.sending.contains(&to) {
+            return Ok(());
+        }
+        let Some(addr) = self.addr_of(to) else {
+            self.raw.report_snapshot(to, false);
+            return Ok(());
+        };
+        let index = self.sm.applied();
+        let meta =
+            graft_core::SnapshotMeta { index, term: self.sm.applied_term(), conf: self.raw.conf_at(index) };
+        let out = snapshot::Outgoing {
+            rtx: self.sm.begin_read()?,
+            meta,
+            state: self.sm.export_meta()?,
+            term: m.term,
+        };
+        self.sending.insert(to);
+        let (cluster, me, inputs) = (self.opts.cluster.clone(), self.id(), self.opts.inputs.clone());
+        tokio::spawn(snapshot::send(cluster, me, to, addr, out, inputs));
+        Ok(())
+    }
+
+    /// Compacts the log once it passes the configured size, keeping the
+    /// newest applied entries for followers that are slightly behind.
+    fn maybe_compact(&mut self) -> Result<(), NodeError> {
+        let limits = self.opts.log;
+        let log = self.raw.storage();
+        let over = (limits.max_entries > 0 && log.len() > limits.max_entries)
+            || (limits.max_bytes > 0 && log.bytes() > limits.max_bytes);
+        if !over {
+            return Ok(());
+        }
+        let upto = self.sm.applied().saturating_sub(limits.retain_entries);
+        if upto <= log.base().index {
+            return Ok(());
+        }
+        let term = graft_core::Storage::term(log, upto)
+            .map_err(|e| StoreError::Corrupt { what: "compaction".into(), message: e.to_string() })?;
+        let conf = self.raw.conf_at(upto);
+        let (raw, db) = (&mut self.raw, &self.db);
+        blocking(|| -> Result<(), StoreError> {
+            // Durable: it also makes every earlier (non-durable) apply durable,
+            // so the state machine never falls behind the log's base.
+            let wtx = db.begin_write()?;
+            raw.storage_mut().compact(&wtx, upto, term, conf)?;
+            wtx.commit()?;
+            Ok(())
+        })?;
+        self.raw.on_compacted(upto);
+        debug!("{}, compacted the log up to {upto}", self.id());
+        Ok(())
+    }
+
+    /// On the leader: makes a learner that asked for it a voter once it has
+    /// caught up with the commit index.
+    fn promote_caught_up_learner(&mut self) {
+        let st = self.raw.status();
+        let candidate = st.progress.iter().find(|(id, p)| {
+            st.conf.learners.contains(id)
+                && self.sm.members().get(id).is_some_and(|m| m.promote)
+                && p.recent_active
+                && p.matched + 16 >= st.hard_state.commit
+        });
+        if let Some((id, _)) = candidate {
+            let cc = graft_core::ConfChange {
+                kind: graft_core::ConfChangeKind::AddVoter,
+                node: *id,
+                context: Bytes::new(),
+            };
+            match self.raw.propose_conf_change(cc) {
+                Ok(index) => info!("{}, promoting learner {id} to voter (entry {index})", self.id()),
+                Err(e) => debug!("{}, cannot promote learner {id} yet: {e}", self.id()),
+            }
+        }
+    }
+
+    /// Proposes a membership change for a client.
+    fn propose_member_change(&mut self, req: Request, responder: Responder) -> Result<(), NodeError> {
+        use graft_core::ConfChangeKind;
+        let (kind, node, ctx) = match req {
+            Request::AddMember { id, addr, promote } => {
+                let kind = if self.raw.conf().voters.contains(&id) {
+                    ConfChangeKind::AddVoter
+                } else {
+                    ConfChangeKind::AddLearner
+                };
+                (kind, id, Some(MemberContext { addr, promote }))
+            }
+            Request::PromoteMember { id } => (ConfChangeKind::AddVoter, id, None),
+            Request::RemoveMember { id } => (ConfChangeKind::Remove, id, None),
+            _ => {
+                responder.send(Err(ApiError::Invalid("not a membership change".into())));
+                return Ok(());
+            }
+        };
+        let context = match ctx.map(|c| postcard::to_stdvec(&c)).transpose() {
+            Ok(c) => Bytes::from(c.unwrap_or_default()),
+            Err(e) => {
+                responder.send(Err(ApiError::Internal(e.to_string())));
+                return Ok(());
+            }
+        };
+        match self.raw.propose_conf_change(graft_core::ConfChange { kind, node, context }) {
+            Ok(index) => {
+                info!("{}, proposed {kind:?} {node} at index {index}", self.id());
+                self.pending_writes.insert(index, (self.raw.term(), responder));
+            }
+            Err(graft_core::Error::NotLeader { .. }) => responder.send(Err(self.not_leader())),
+            Err(graft_core::Error::TransferInProgress) => {
+                responder.send(Err(ApiError::NotLeader { leader: None }))
+            }
+            Err(graft_core::Error::ConfChange(
+                e @ (graft_core::ConfChangeError::Pending(_) | graft_core::ConfChangeError::LeaderNotReady),
+            )) => {
+                responder.send(Err(ApiError::Unavailable(format!("membership change refused for now: {e}"))))
+            }
+            Err(graft_core::Error::ConfChange(e)) => {
+                responder.send(Err(ApiError::Invalid(format!("membership change refused: {e}"))))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    /// Points the transport at the members the state machine knows.
+    fn sync_peers(&mut self) {
+        let members: BTreeMap<NodeId, String> =
+            self.sm.members().iter().map(|(id, m)| (*id, m.addr.clone())).collect();
+        for id in self.transport.peer_ids() {
+            if !members.contains_key(&id) {
+                self.transport.remove_peer(id);
+            }
+        }
+        for (id, addr) in members {
+            if !addr.is_empty() {
+                self.transport.set_peer(id, addr);
+            }
+        }
     }
 
     fn handle_request(&mut self, req: Request, responder: Responder) -> Result<(), NodeError> {
@@ -289,6 +480,9 @@ impl Node {
         match req {
             Request::Put { .. } | Request::Delete { .. } | Request::Cas { .. } => {
                 self.propose_write(req, responder)
+            }
+            Request::AddMember { .. } | Request::PromoteMember { .. } | Request::RemoveMember { .. } => {
+                self.propose_member_change(req, responder)
             }
             Request::Get { consistency: Consistency::Stale, .. }
             | Request::Scan { consistency: Consistency::Stale, .. } => {
@@ -400,8 +594,27 @@ impl Node {
         }
         // 1. The leader's messages go out before its own disk write.
         for m in rd.messages {
-            self.transport.send(m);
+            if let MessageBody::Snapshot { .. } = m.body {
+                self.start_snapshot(m)?;
+            } else {
+                self.transport.send(m);
+            }
         }
+        let staged = match &rd.snapshot {
+            Some(meta) => match self.staged.take() {
+                Some((staged, done)) if staged.index == meta.index => Some((staged, done)),
+                _ => {
+                    return Err(NodeError::Store(StoreError::Corrupt {
+                        what: "snapshot".into(),
+                        message: format!(
+                            "Raft asked to install snapshot {} that was not received",
+                            meta.index
+                        ),
+                    }))
+                }
+            },
+            None => None,
+        };
         // 2. One transaction; an fsync only when Raft needs durability.
         let durable = rd.snapshot.is_some() || !rd.entries.is_empty() || rd.hard_state.is_some();
         let mut applied = Vec::new();
@@ -414,11 +627,20 @@ impl Node {
                     // a restart re-applies from the durable applied index.
                     wtx.set_durability(Durability::None)?;
                 }
+                if let (Some(meta), Some((staged, _))) = (&rd.snapshot, &staged) {
+                    sm.install(&wtx, staged)?;
+                    raw.storage_mut().reset_to(&wtx, meta.clone())?;
+                }
                 raw.storage_mut().write(&wtx, &rd.entries, rd.hard_state)?;
                 let applied = sm.apply(&wtx, &rd.committed_entries)?;
                 wtx.commit()?;
                 Ok(applied)
             })?;
+        }
+        if let Some((staged, done)) = staged {
+            info!("{}, installed snapshot at index {}", self.id(), staged.index);
+            let _ = done.send(());
+            self.sync_peers();
         }
         // 3. Messages that depend on what was just persisted.
         for m in rd.persisted_messages {
@@ -426,6 +648,9 @@ impl Node {
         }
         // 4. Answers.
         self.log_entries(&rd.committed_entries);
+        if rd.committed_entries.iter().any(|e| e.is_config()) {
+            self.sync_peers();
+        }
         for a in applied {
             self.answer_write(a);
         }
@@ -468,7 +693,11 @@ impl Node {
         if let Some(n) = &mut self.opts.crash_before_reply {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                error!("{}, GRAFT_FAULT_CRASH_BEFORE_REPLY: aborting before answering write {}", self.id(), a.index);
+                error!(
+                    "{}, GRAFT_FAULT_CRASH_BEFORE_REPLY: aborting before answering write {}",
+                    self.id(),
+                    a.index
+                );
                 std::process::abort();
             }
         }

@@ -122,10 +122,18 @@ pub async fn run_member(opts: MemberOptions, shutdown: CancellationToken) -> Res
         election_ticks: timing.election_ticks,
         demo: opts.demo,
         crash_before_reply: std::env::var("GRAFT_FAULT_CRASH_BEFORE_REPLY").ok().and_then(|v| v.parse().ok()),
+        log: opts.cluster.log,
+        inputs: node_tx.clone(),
     };
+    let ctx = Arc::new(ConnCtx {
+        cluster: opts.cluster.cluster_id.clone(),
+        me: opts.id,
+        node: node_tx,
+        db: store.db.clone(),
+        snapshot_busy: Arc::new(tokio::sync::Mutex::new(())),
+    });
     let node = Node::new(raw, store.sm, store.db, transport, node_opts, addrs);
 
-    let ctx = Arc::new(ConnCtx { cluster: opts.cluster.cluster_id.clone(), me: opts.id, node: node_tx });
     let accept = tokio::spawn(accept_loop(listener, ctx, shutdown.clone()));
     let result = node.run(node_rx, shutdown.clone()).await;
     // Whatever ended the node ends the member.
@@ -143,6 +151,9 @@ struct ConnCtx {
     cluster: String,
     me: NodeId,
     node: mpsc::Sender<NodeInput>,
+    db: Arc<redb::Database>,
+    /// One incoming snapshot at a time.
+    snapshot_busy: Arc<tokio::sync::Mutex<()>>,
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Arc<ConnCtx>, shutdown: CancellationToken) {
@@ -217,6 +228,27 @@ async fn handle_conn(
             protocol::send(&mut conn, &HelloReply::Welcome { member: ctx.me, cluster: ctx.cluster.clone() })
                 .await?;
             peer_loop(conn, ctx, from, shutdown).await
+        }
+        ConnKind::Snapshot { cluster, from, to } => {
+            if cluster != ctx.cluster || to != ctx.me {
+                let reason = format!(
+                    "this is member {} of cluster {:?}, not member {to} of {cluster:?}",
+                    ctx.me, ctx.cluster
+                );
+                protocol::send(&mut conn, &HelloReply::Refused { reason: reason.clone() }).await?;
+                return Err(ProtocolError::Handshake(reason));
+            }
+            protocol::send(&mut conn, &HelloReply::Welcome { member: ctx.me, cluster: ctx.cluster.clone() })
+                .await?;
+            crate::snapshot::receive(
+                conn,
+                ctx.db.clone(),
+                ctx.me,
+                from,
+                ctx.node.clone(),
+                ctx.snapshot_busy.clone(),
+            )
+            .await
         }
         ConnKind::Client => {
             protocol::send(&mut conn, &HelloReply::Welcome { member: ctx.me, cluster: ctx.cluster.clone() })

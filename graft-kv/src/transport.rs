@@ -92,6 +92,11 @@ impl Transport {
         }
     }
 
+    /// The peers currently connected to (or being connected to).
+    pub fn peer_ids(&self) -> Vec<NodeId> {
+        self.inner.peers.lock().map(|p| p.keys().copied().collect()).unwrap_or_default()
+    }
+
     /// Queues `m` for its peer; drops it if the queue is full or the peer unknown.
     pub fn send(&self, m: Message) {
         let Ok(peers) = self.inner.peers.lock() else { return };

@@ -59,6 +59,10 @@ pub struct RaftLogStore {
     /// `terms[i]` is the term of entry `base.index + 1 + i`; its length is the
     /// number of entries in the log.
     terms: VecDeque<Term>,
+    /// `sizes[i]` is the stored size of the same entry. Invariant: same
+    /// length as `terms`, and `total_bytes` is its sum.
+    sizes: VecDeque<u32>,
+    total_bytes: u64,
     /// The newest entries. Invariant: contiguous, and the last one is the
     /// log's last entry (or it is empty).
     cache: VecDeque<Entry>,
@@ -79,6 +83,7 @@ impl RaftLogStore {
         let base: SnapshotMeta = decode("log_base", &get("log_base")?)?;
         let log = rtx.open_table(LOG)?;
         let mut terms = VecDeque::new();
+        let mut sizes = VecDeque::new();
         for (expect, item) in (base.index + 1..).zip(log.range(base.index + 1..)?) {
             let (k, v) = item?;
             let index = k.value();
@@ -89,8 +94,18 @@ impl RaftLogStore {
                 });
             }
             terms.push_back(decode_term(index, v.value())?);
+            sizes.push_back(v.value().len() as u32);
         }
-        let mut store = RaftLogStore { db: db.clone(), hard_state, base, terms, cache: VecDeque::new() };
+        let total_bytes = sizes.iter().map(|&s| u64::from(s)).sum();
+        let mut store = RaftLogStore {
+            db: db.clone(),
+            hard_state,
+            base,
+            terms,
+            sizes,
+            total_bytes,
+            cache: VecDeque::new(),
+        };
         // Warm the cache with the newest entries.
         let last = store.last();
         let lo = (last + 1).saturating_sub(CACHE_ENTRIES as u64).max(store.base.index + 1);
@@ -120,6 +135,11 @@ impl RaftLogStore {
     /// The number of entries in the log.
     pub fn len(&self) -> u64 {
         self.terms.len() as u64
+    }
+
+    /// The stored size of the log's entries, in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.total_bytes
     }
 
     /// Whether the log holds no entries.
@@ -156,11 +176,18 @@ impl RaftLogStore {
                     log.remove(i)?;
                 }
             }
-            for e in entries {
-                log.insert(e.index, encode_entry(e)?.as_slice())?;
+            let keep = (from - self.base.index - 1) as usize;
+            self.terms.truncate(keep);
+            for s in self.sizes.drain(keep..) {
+                self.total_bytes -= u64::from(s);
             }
-            self.terms.truncate((from - self.base.index - 1) as usize);
-            self.terms.extend(entries.iter().map(|e| e.term));
+            for e in entries {
+                let bytes = encode_entry(e)?;
+                log.insert(e.index, bytes.as_slice())?;
+                self.terms.push_back(e.term);
+                self.sizes.push_back(bytes.len() as u32);
+                self.total_bytes += bytes.len() as u64;
+            }
             while self.cache.back().is_some_and(|e| e.index >= from) {
                 self.cache.pop_back();
             }
@@ -200,6 +227,9 @@ impl RaftLogStore {
         wtx.open_table(META)?.insert("log_base", encode("log_base", &base)?.as_slice())?;
         let drop = (index - self.base.index) as usize;
         self.terms.drain(..drop);
+        for s in self.sizes.drain(..drop) {
+            self.total_bytes -= u64::from(s);
+        }
         while self.cache.front().is_some_and(|e| e.index <= index) {
             self.cache.pop_front();
         }
@@ -215,6 +245,8 @@ impl RaftLogStore {
         }
         wtx.open_table(META)?.insert("log_base", encode("log_base", &meta)?.as_slice())?;
         self.terms.clear();
+        self.sizes.clear();
+        self.total_bytes = 0;
         self.cache.clear();
         self.hard_state.commit = self.hard_state.commit.max(meta.index);
         self.base = meta;

@@ -10,7 +10,7 @@
 //! and the applied index always moves together with the data it covers.
 
 mod log;
-mod state_machine;
+pub mod state_machine;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 pub use log::RaftLogStore;
-pub use state_machine::{Applied, MemberRecord, StateMachine};
+pub use state_machine::{Applied, MemberRecord, StagedSnapshot, StateMachine};
 
 use crate::error::StoreError;
 
@@ -33,6 +33,10 @@ pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 pub(crate) const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 /// Client sessions for exactly-once writes: client id -> postcard `Session`.
 pub(crate) const SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("sessions");
+/// A snapshot being received: rows of `kv`, staged until installed.
+pub(crate) const KV_STAGING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv_staging");
+/// A snapshot being received: rows of `sessions`, staged until installed.
+pub(crate) const SESSIONS_STAGING: TableDefinition<u64, &[u8]> = TableDefinition::new("sessions_staging");
 
 /// The file name of the database inside a data directory.
 pub const DB_FILE: &str = "graft.redb";
@@ -129,6 +133,11 @@ fn open_db(
             wtx.commit()?;
         }
     }
+    // A snapshot half received before a crash is of no use.
+    let wtx = db.begin_write()?;
+    wtx.delete_table(KV_STAGING)?;
+    wtx.delete_table(SESSIONS_STAGING)?;
+    wtx.commit()?;
     let db = Arc::new(db);
     let log = RaftLogStore::load(db.clone())?;
     let sm = StateMachine::load(db.clone())?;

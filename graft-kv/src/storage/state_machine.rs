@@ -8,8 +8,8 @@ use graft_core::{ConfChangeKind, Entry, EntryPayload, Index, NodeId, Term};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, Bootstrap, KV, META, SESSIONS};
-use crate::command::{Command, WriteOp};
+use super::{decode, encode, Bootstrap, KV, KV_STAGING, META, SESSIONS, SESSIONS_STAGING};
+use crate::command::{Command, MemberContext, WriteOp};
 use crate::error::StoreError;
 use crate::protocol::{ApiError, Expect, Response, SessionSeq, Versioned};
 
@@ -30,6 +30,9 @@ pub struct MemberRecord {
     pub addr: String,
     /// Whether it votes.
     pub voter: bool,
+    /// A learner the leader promotes to voter once it has caught up.
+    #[serde(default)]
+    pub promote: bool,
 }
 
 /// The state machine's own metadata, written with every applied batch.
@@ -75,7 +78,14 @@ pub(super) fn init(wtx: &WriteTransaction, bootstrap: &Bootstrap) -> Result<(), 
         .members
         .iter()
         .map(|(id, addr)| {
-            (*id, MemberRecord { addr: addr.clone(), voter: bootstrap.conf.voters.contains(id) })
+            (
+                *id,
+                MemberRecord {
+                    addr: addr.clone(),
+                    voter: bootstrap.conf.voters.contains(id),
+                    promote: false,
+                },
+            )
         })
         .collect();
     let meta = SmMeta { members, ..SmMeta::default() };
@@ -153,25 +163,30 @@ impl StateMachine {
             match &e.payload {
                 EntryPayload::Noop => {}
                 EntryPayload::Config(c) => {
-                    let addr = String::from_utf8_lossy(&c.change.context).into_owned();
+                    let ctx: MemberContext = postcard::from_bytes(&c.change.context)
+                        .unwrap_or(MemberContext { addr: String::new(), promote: false });
                     let node = c.change.node;
                     match c.change.kind {
                         ConfChangeKind::AddVoter | ConfChangeKind::AddLearner => {
                             let voter = c.change.kind == ConfChangeKind::AddVoter;
-                            let rec = self
-                                .meta
-                                .members
-                                .entry(node)
-                                .or_insert_with(|| MemberRecord { addr: addr.clone(), voter });
+                            let rec = self.meta.members.entry(node).or_insert_with(|| MemberRecord {
+                                addr: ctx.addr.clone(),
+                                voter,
+                                promote: false,
+                            });
                             rec.voter = voter;
-                            if !addr.is_empty() {
-                                rec.addr = addr;
+                            rec.promote = !voter && ctx.promote;
+                            if !ctx.addr.is_empty() {
+                                rec.addr = ctx.addr;
                             }
                         }
                         ConfChangeKind::Remove => {
                             self.meta.members.remove(&node);
                         }
                     }
+                    // The entry carries the whole membership: nobody else is in.
+                    self.meta.members.retain(|id, _| c.conf.contains(*id));
+                    applied.outcome = Some(Ok(Response::Done));
                 }
                 EntryPayload::Command(data) => match postcard::from_bytes::<Command>(data) {
                     Ok(cmd) => {
@@ -235,6 +250,34 @@ impl StateMachine {
         for k in expired {
             sessions.remove(k)?;
         }
+        Ok(())
+    }
+
+    /// The metadata a snapshot carries (applied index, members, clock).
+    pub fn export_meta(&self) -> Result<Bytes, StoreError> {
+        Ok(Bytes::from(encode("sm", &self.meta)?))
+    }
+
+    /// Installs a staged snapshot inside `wtx`: the staged tables replace the
+    /// live ones and the metadata replaces this state machine's. Atomic with
+    /// the rest of `wtx`.
+    pub fn install(&mut self, wtx: &WriteTransaction, staged: &StagedSnapshot) -> Result<(), StoreError> {
+        let meta: SmMeta = decode("snapshot state", &staged.state)?;
+        if meta.applied != staged.index {
+            return Err(StoreError::Corrupt {
+                what: "snapshot".into(),
+                message: format!("state is at {} but the snapshot is at {}", meta.applied, staged.index),
+            });
+        }
+        // Make sure both staging tables exist (a snapshot may be empty).
+        wtx.open_table(KV_STAGING)?;
+        wtx.open_table(SESSIONS_STAGING)?;
+        wtx.delete_table(KV)?;
+        wtx.delete_table(SESSIONS)?;
+        wtx.rename_table(KV_STAGING, KV)?;
+        wtx.rename_table(SESSIONS_STAGING, SESSIONS)?;
+        wtx.open_table(META)?.insert("sm", encode("sm", &meta)?.as_slice())?;
+        self.meta = meta;
         Ok(())
     }
 
@@ -371,4 +414,100 @@ mod tests {
         let stale = lookup_or_execute(&mut s, seq(1, 2), || panic!("must not run")).unwrap();
         assert!(matches!(stale, Err(ApiError::Invalid(_))));
     }
+}
+
+/// A snapshot received whole and staged, waiting for Raft to install it.
+#[derive(Clone, Debug)]
+pub struct StagedSnapshot {
+    /// The index it covers.
+    pub index: Index,
+    /// The state machine metadata it carries.
+    pub state: Bytes,
+}
+
+/// Clears the staging tables for a new incoming snapshot.
+pub fn stage_begin(db: &Database) -> Result<(), StoreError> {
+    let mut wtx = db.begin_write()?;
+    // Staged rows are only useful once whole; a crash clears them anyway.
+    wtx.set_durability(redb::Durability::None)?;
+    wtx.delete_table(KV_STAGING)?;
+    wtx.delete_table(SESSIONS_STAGING)?;
+    wtx.commit()?;
+    Ok(())
+}
+
+/// Adds received rows to a staging table.
+pub fn stage_rows(
+    db: &Database,
+    table: crate::protocol::SnapshotTable,
+    rows: &[(Bytes, Bytes)],
+) -> Result<(), StoreError> {
+    let mut wtx = db.begin_write()?;
+    wtx.set_durability(redb::Durability::None)?;
+    match table {
+        crate::protocol::SnapshotTable::Kv => {
+            let mut t = wtx.open_table(KV_STAGING)?;
+            for (k, v) in rows {
+                t.insert(k.as_ref(), v.as_ref())?;
+            }
+        }
+        crate::protocol::SnapshotTable::Sessions => {
+            let mut t = wtx.open_table(SESSIONS_STAGING)?;
+            for (k, v) in rows {
+                let key: [u8; 8] = k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    what: "snapshot session key".into(),
+                    message: format!("{} bytes, expected 8", k.len()),
+                })?;
+                t.insert(u64::from_be_bytes(key), v.as_ref())?;
+            }
+        }
+    }
+    wtx.commit()?;
+    Ok(())
+}
+
+/// Reads every row of a table from a read transaction in chunks of about
+/// `chunk_bytes`, handing each chunk to `emit` (which returns false to stop):
+/// a snapshot streams with bounded memory. Returns the number of rows read.
+pub fn export_rows(
+    rtx: &ReadTransaction,
+    table: crate::protocol::SnapshotTable,
+    chunk_bytes: usize,
+    mut emit: impl FnMut(Vec<(Bytes, Bytes)>) -> bool,
+) -> Result<u64, StoreError> {
+    let mut count = 0u64;
+    let mut chunk = Vec::new();
+    let mut size = 0usize;
+    let mut rows: Box<dyn Iterator<Item = Result<(Bytes, Bytes), StoreError>>> = match table {
+        crate::protocol::SnapshotTable::Kv => {
+            let t = rtx.open_table(KV)?;
+            Box::new(t.range::<&[u8]>(..)?.map(|item| {
+                let (k, v) = item?;
+                Ok((Bytes::copy_from_slice(k.value()), Bytes::copy_from_slice(v.value())))
+            }))
+        }
+        crate::protocol::SnapshotTable::Sessions => {
+            let t = rtx.open_table(SESSIONS)?;
+            Box::new(t.range::<u64>(..)?.map(|item| {
+                let (k, v) = item?;
+                Ok((Bytes::copy_from_slice(&k.value().to_be_bytes()), Bytes::copy_from_slice(v.value())))
+            }))
+        }
+    };
+    for row in &mut rows {
+        let (k, v) = row?;
+        count += 1;
+        size += k.len() + v.len() + 8;
+        chunk.push((k, v));
+        if size >= chunk_bytes {
+            size = 0;
+            if !emit(std::mem::take(&mut chunk)) {
+                return Ok(count);
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        emit(chunk);
+    }
+    Ok(count)
 }

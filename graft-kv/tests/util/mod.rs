@@ -50,8 +50,12 @@ pub fn signal(pid: u32, sig: i32) {
 impl Cluster {
     /// Writes a cluster file for `n` members and starts them all.
     pub fn start(n: u64) -> Cluster {
-        let c = Cluster::configure(n, "test-cluster");
-        let mut c = c;
+        Cluster::start_with(n, "")
+    }
+
+    /// Like `start`, with `extra` TOML (tables such as `[log]`) in the cluster file.
+    pub fn start_with(n: u64, extra: &str) -> Cluster {
+        let mut c = Cluster::configure_with(n, "test-cluster", extra);
         for id in 1..=n {
             c.start_member(id);
         }
@@ -60,9 +64,14 @@ impl Cluster {
 
     /// Writes the cluster file without starting anything.
     pub fn configure(n: u64, cluster_id: &str) -> Cluster {
+        Cluster::configure_with(n, cluster_id, "")
+    }
+
+    /// Writes the cluster file, with `extra` TOML, without starting anything.
+    pub fn configure_with(n: u64, cluster_id: &str, extra: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports = free_ports(n as usize);
-        let mut toml = format!("cluster_id = \"{cluster_id}\"\n");
+        let mut toml = format!("cluster_id = \"{cluster_id}\"\n{extra}\n");
         let mut members = Vec::new();
         for (i, port) in ports.iter().enumerate() {
             let id = i as u64 + 1;
