@@ -42,6 +42,9 @@ pub struct Progress {
     pub recent_active: bool,
     /// The latest ReadIndex round the member has acknowledged in this term.
     pub read_round: u64,
+    /// The leader's tick count when it last heard from the member (`None`:
+    /// never, in this term).
+    pub last_heard: Option<u64>,
 }
 
 impl Progress {
@@ -56,6 +59,7 @@ impl Progress {
             max_inflight,
             recent_active: false,
             read_round: 0,
+            last_heard: None,
         }
     }
 

@@ -98,6 +98,8 @@ pub struct Raft<S: Storage> {
     read_only: ReadOnly,
     /// Ticks since the last election timeout reset.
     election_elapsed: u32,
+    /// Ticks since this member started (a logical clock for liveness).
+    ticks: u64,
     /// Ticks since the last heartbeat (leader only).
     heartbeat_elapsed: u32,
     /// The current randomized timeout, in `[election_tick, 2 * election_tick)`.
@@ -137,6 +139,7 @@ impl<S: Storage> Raft<S> {
             read_states: Vec::new(),
             read_only: ReadOnly::default(),
             election_elapsed: 0,
+            ticks: 0,
             heartbeat_elapsed: 0,
             randomized_election_timeout: cfg.election_tick,
             lead_transferee: None,
@@ -263,6 +266,7 @@ impl<S: Storage> Raft<S> {
 
     /// Advances logical time by one tick.
     pub fn tick(&mut self) -> Result<(), Error> {
+        self.ticks += 1;
         match self.role {
             Role::Leader => self.tick_heartbeat(),
             _ => self.tick_election(),
@@ -591,6 +595,7 @@ impl<S: Storage> Raft<S> {
         let from = m.from;
         let Some(pr) = self.progress.get_mut(&from) else { return Ok(()) };
         pr.recent_active = true;
+        pr.last_heard = Some(self.ticks);
         match m.body {
             MessageBody::AppendResponse(AppendResponse::Accepted { index }) => {
                 let updated = pr.maybe_update(index);
@@ -887,12 +892,13 @@ impl<S: Storage> Raft<S> {
         Ok(conf)
     }
 
+    /// Refuses a membership whose voters heard from within the last
+    /// election timeout would not form a majority.
     fn check_live_quorum(&self, conf: &ConfState) -> Result<(), ConfChangeError> {
-        let live = conf
-            .voters
-            .iter()
-            .filter(|&&v| v == self.id || self.progress.get(&v).is_some_and(|p| p.recent_active))
-            .count();
+        let window = u64::from(self.cfg.election_tick);
+        let heard = |p: &Progress| p.last_heard.is_some_and(|t| self.ticks.saturating_sub(t) <= window);
+        let live =
+            conf.voters.iter().filter(|&&v| v == self.id || self.progress.get(&v).is_some_and(heard)).count();
         let needed = quorum::majority(conf.voters.len());
         if live < needed {
             return Err(ConfChangeError::NoLiveQuorum { live, needed });

@@ -219,6 +219,23 @@ impl Client {
         self.call(Request::TransferLeader { to }).await.map(|_| ())
     }
 
+    /// Adds member `id` listening at `addr` as a learner (promoted to voter
+    /// once caught up if `promote`), or records a known member's new address.
+    /// Returns once the change is committed.
+    pub async fn add_member(&self, id: u64, addr: String, promote: bool) -> Result<(), ClientError> {
+        self.call(Request::AddMember { id, addr, promote }).await.map(|_| ())
+    }
+
+    /// Makes learner `id` a voter now.
+    pub async fn promote_member(&self, id: u64) -> Result<(), ClientError> {
+        self.call(Request::PromoteMember { id }).await.map(|_| ())
+    }
+
+    /// Removes member `id` (the leader included).
+    pub async fn remove_member(&self, id: u64) -> Result<(), ClientError> {
+        self.call(Request::RemoveMember { id }).await.map(|_| ())
+    }
+
     /// Asks one member for its status (no retries elsewhere).
     pub async fn status_of(&self, addr: &str) -> Result<MemberStatus, ClientError> {
         let deadline = Instant::now() + self.inner.opts.timeout;

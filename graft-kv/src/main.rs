@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use graft_kv::config::ClusterConfig;
-use graft_kv::server::{run_member, MemberOptions, ServeError};
+use graft_kv::server::{run_member, Join, MemberOptions, ServeError};
 use tokio_util::sync::CancellationToken;
 
 /// graft-kv: a replicated key-value store built on Raft.
@@ -41,6 +41,16 @@ struct MemberArgs {
     /// Where this member keeps its data. Default: ./graft-data/member-ID.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Join the running cluster that this member (host:port) belongs to,
+    /// as a new member (or one restarted at a new --listen address).
+    #[arg(long, requires = "listen")]
+    join: Option<String>,
+    /// With --join: where this member listens (host:port).
+    #[arg(long, requires = "join")]
+    listen: Option<String>,
+    /// With --join: stay a learner (receive the log, never vote).
+    #[arg(long, requires = "join")]
+    learner: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -86,7 +96,11 @@ async fn member(args: MemberArgs, demo: bool) -> anyhow::Result<()> {
     let cluster = ClusterConfig::load_or_default(args.config.as_deref())?;
     let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from(format!("graft-data/member-{}", args.id)));
     let shutdown = shutdown_on_signals()?;
-    let opts = MemberOptions { id: args.id, cluster, data_dir, demo };
+    let join = match (args.join, args.listen) {
+        (Some(target), Some(listen)) => Some(Join { target, listen, promote: !args.learner }),
+        _ => None,
+    };
+    let opts = MemberOptions { id: args.id, cluster, data_dir, demo, join };
     match run_member(opts, shutdown).await {
         Ok(()) => Ok(()),
         Err(e @ ServeError::Config(_)) => Err(anyhow::Error::new(e)),
@@ -98,7 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Serve(args) => member(args, false).await,
         Cmd::DemoTimestamps(DemoArgs { id: Some(id), config, data_dir }) => {
-            member(MemberArgs { id, config, data_dir }, true).await
+            member(MemberArgs { id, config, data_dir, join: None, listen: None, learner: false }, true).await
         }
         Cmd::DemoTimestamps(DemoArgs { id: None, config, data_dir }) => {
             let cluster = ClusterConfig::load_or_default(config.as_deref())?;

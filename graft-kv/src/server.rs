@@ -50,6 +50,14 @@ pub enum ServeError {
     /// The Raft core refused to start.
     #[error("raft: {0}")]
     Raft(graft_core::Error),
+    /// Joining the cluster failed.
+    #[error("cannot join through {target}: {reason}")]
+    Join {
+        /// The member asked.
+        target: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl From<graft_core::Error> for ServeError {
@@ -69,22 +77,61 @@ pub struct MemberOptions {
     pub data_dir: PathBuf,
     /// Run the timestamp demo.
     pub demo: bool,
+    /// Join a running cluster instead of starting from the cluster file's
+    /// members.
+    pub join: Option<Join>,
+}
+
+/// How a new member joins a running cluster.
+#[derive(Clone, Debug)]
+pub struct Join {
+    /// Any member of the cluster.
+    pub target: String,
+    /// Where this member listens.
+    pub listen: String,
+    /// Become a voter once caught up (otherwise stay a learner).
+    pub promote: bool,
 }
 
 /// Starts a member and runs it until `shutdown` fires (or it fails).
 /// Checks everything that can be wrong before touching the data directory:
 /// an unknown id, an address in use, then a foreign data directory.
-pub async fn run_member(opts: MemberOptions, shutdown: CancellationToken) -> Result<(), ServeError> {
+pub async fn run_member(mut opts: MemberOptions, shutdown: CancellationToken) -> Result<(), ServeError> {
     opts.cluster.validate()?;
-    let me = opts.cluster.member(opts.id)?.clone();
-    let listener = TcpListener::bind(&me.addr)
-        .await
-        .map_err(|cause| ServeError::Bind { addr: me.addr.clone(), cause })?;
-    let identity = Identity { cluster: opts.cluster.cluster_id.clone(), member: opts.id };
-    let bootstrap = Bootstrap {
-        conf: ConfState::with_voters(opts.cluster.members.iter().map(|m| m.id)),
-        members: opts.cluster.members.iter().map(|m| (m.id, m.addr.clone())).collect(),
+    // Who we are, where we listen, and what a new data directory starts with.
+    let (listen, bootstrap) = match &opts.join {
+        None => {
+            let me = opts.cluster.member(opts.id)?.clone();
+            let bootstrap = Bootstrap {
+                conf: ConfState::with_voters(opts.cluster.members.iter().map(|m| m.id)),
+                members: opts.cluster.members.iter().map(|m| (m.id, m.addr.clone())).collect(),
+            };
+            (me.addr, bootstrap)
+        }
+        Some(join) => {
+            // A joining member learns the cluster from a running member, and
+            // starts with no vote: it is added as a learner.
+            let status = crate::Client::new(crate::ClientOptions {
+                endpoints: vec![join.target.clone()],
+                timeout: Duration::from_secs(10),
+            })
+            .status_of(&join.target)
+            .await
+            .map_err(|e| ServeError::Join { target: join.target.clone(), reason: e.to_string() })?;
+            opts.cluster.cluster_id = status.cluster.clone();
+            opts.cluster.members = status
+                .members
+                .iter()
+                .filter(|m| m.id != opts.id)
+                .map(|m| crate::config::MemberConfig { id: m.id, addr: m.addr.clone() })
+                .collect();
+            let members = opts.cluster.members.iter().map(|m| (m.id, m.addr.clone())).collect();
+            (join.listen.clone(), Bootstrap { conf: ConfState::default(), members })
+        }
     };
+    let listener =
+        TcpListener::bind(&listen).await.map_err(|cause| ServeError::Bind { addr: listen.clone(), cause })?;
+    let identity = Identity { cluster: opts.cluster.cluster_id.clone(), member: opts.id };
     let data_dir = opts.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || storage::open(&data_dir, &identity, &bootstrap))
         .await
@@ -93,7 +140,7 @@ pub async fn run_member(opts: MemberOptions, shutdown: CancellationToken) -> Res
         "member {} of cluster {:?} listening on {}, data in {}",
         opts.id,
         opts.cluster.cluster_id,
-        me.addr,
+        listen,
         opts.data_dir.display()
     );
 
@@ -135,11 +182,48 @@ pub async fn run_member(opts: MemberOptions, shutdown: CancellationToken) -> Res
     let node = Node::new(raw, store.sm, store.db, transport, node_opts, addrs);
 
     let accept = tokio::spawn(accept_loop(listener, ctx, shutdown.clone()));
+    let joining = opts.join.clone().map(|join| {
+        let (id, shutdown) = (opts.id, shutdown.clone());
+        tokio::spawn(async move {
+            let result = ask_to_join(id, &join).await;
+            if let Err(e) = &result {
+                tracing::error!("{e}");
+                shutdown.cancel();
+            }
+            result
+        })
+    });
     let result = node.run(node_rx, shutdown.clone()).await;
     // Whatever ended the node ends the member.
     shutdown.cancel();
     let _ = accept.await;
+    if let Some(j) = joining {
+        if let Ok(Err(e)) = j.await {
+            return Err(e);
+        }
+    }
     result.map_err(ServeError::from)
+}
+
+/// Asks the cluster to add this member (or to record its new address),
+/// unless it already knows it at this address.
+async fn ask_to_join(id: NodeId, join: &Join) -> Result<(), ServeError> {
+    let err = |reason: String| ServeError::Join { target: join.target.clone(), reason };
+    let client = crate::Client::new(crate::ClientOptions {
+        endpoints: vec![join.target.clone()],
+        timeout: Duration::from_secs(30),
+    });
+    let status = client.status_of(&join.target).await.map_err(|e| err(e.to_string()))?;
+    if status.members.iter().any(|m| m.id == id && m.addr == join.listen) {
+        info!("member {id} is already in the cluster at {}", join.listen);
+        return Ok(());
+    }
+    client.add_member(id, join.listen.clone(), join.promote).await.map_err(|e| err(e.to_string()))?;
+    info!(
+        "member {id} joined the cluster as a learner{}",
+        if join.promote { "; it becomes a voter once it has caught up" } else { "" }
+    );
+    Ok(())
 }
 
 fn random_seed(id: NodeId) -> u64 {

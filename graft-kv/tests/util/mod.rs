@@ -29,6 +29,9 @@ pub struct Member {
     pub data_dir: PathBuf,
     pub log_file: PathBuf,
     pub child: Option<Child>,
+    /// For a member that joined later: the member it joins through, and
+    /// whether it becomes a voter.
+    pub join: Option<(String, bool)>,
 }
 
 /// A cluster of member processes. Killed on drop.
@@ -83,6 +86,7 @@ impl Cluster {
                 data_dir: dir.path().join(format!("member-{id}")),
                 log_file: dir.path().join(format!("member-{id}.log")),
                 child: None,
+                join: None,
             });
         }
         let config = dir.path().join("cluster.toml");
@@ -100,11 +104,18 @@ impl Cluster {
         let m = self.member(id);
         assert!(m.child.is_none(), "member {id} is already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&m.log_file).expect("log file");
-        let child = Command::new(graft_kv_bin())
-            .args(["serve", "--id", &id.to_string(), "--config"])
+        let mut cmd = Command::new(graft_kv_bin());
+        cmd.args(["serve", "--id", &id.to_string(), "--config"])
             .arg(&config)
             .arg("--data-dir")
-            .arg(&m.data_dir)
+            .arg(&m.data_dir);
+        if let Some((target, promote)) = &m.join {
+            cmd.args(["--join", target, "--listen", &m.addr]);
+            if !promote {
+                cmd.arg("--learner");
+            }
+        }
+        let child = cmd
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -112,6 +123,21 @@ impl Cluster {
             .spawn()
             .expect("spawn graft-kv");
         m.child = Some(child);
+    }
+
+    /// Starts a new member `id` that joins through member `through`.
+    pub fn join_member(&mut self, id: u64, through: u64, promote: bool) {
+        let target = self.members.iter().find(|m| m.id == through).expect("member").addr.clone();
+        let port = free_ports(1)[0];
+        self.members.push(Member {
+            id,
+            addr: format!("127.0.0.1:{port}"),
+            data_dir: self.dir.path().join(format!("member-{id}")),
+            log_file: self.dir.path().join(format!("member-{id}.log")),
+            child: None,
+            join: Some((target, promote)),
+        });
+        self.start_member(id);
     }
 
     /// kill -9.
