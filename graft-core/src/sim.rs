@@ -182,8 +182,8 @@ struct SimNode {
     prefix: Vec<u64>,
     last_commit: Index,
     last_term: Term,
-    /// Snapshot data received and not yet installed.
-    staged: Option<StateMachine>,
+    /// Snapshot data received and not yet installed, by index.
+    staged: BTreeMap<Index, StateMachine>,
     /// Has been started at least once.
     started: bool,
 }
@@ -278,7 +278,7 @@ impl Sim {
                     prefix: vec![FNV_OFFSET],
                     last_commit: 0,
                     last_term: 0,
-                    staged: None,
+                    staged: BTreeMap::new(),
                     started: initial,
                 }
             })
@@ -331,11 +331,18 @@ impl Sim {
         self.heal();
         let deadline = self.now + self.opts.heal_time;
         let mut final_write: Option<(NodeId, Index)> = None;
+        let mut proposed_at = 0;
         loop {
             self.step().map_err(|e| self.fail(e))?;
-            if final_write.is_none() {
-                // Once there is a leader, one more write pushes every
-                // earlier entry through.
+            // Once there is a leader, one more write pushes every earlier
+            // entry through. Propose it again if it was lost (its proposer
+            // crashed or was deposed before it committed).
+            let lost = final_write.is_some_and(|(n, i)| {
+                self.max_acked < i
+                    && (!self.proposals.contains_key(&(n, i))
+                        || (self.leader() != Some((n - 1) as usize) && self.now - proposed_at > 30 * TICK))
+            });
+            if final_write.is_none() || lost {
                 if let Some(l) = self.leader() {
                     let data = Bytes::from(format!("final-{}", self.seed));
                     if let Some(raw) = self.nodes[l].raw.as_mut() {
@@ -344,6 +351,7 @@ impl Sim {
                             self.proposals
                                 .insert((l as u64 + 1, index), Proposal { term, invoked: self.now });
                             final_write = Some((l as u64 + 1, index));
+                            proposed_at = self.now;
                         }
                     }
                 }
@@ -468,7 +476,9 @@ impl Sim {
             }
         }
         // Clients.
-        if self.rng.chance(self.opts.propose_rate) {
+        // After healing, only the final write is proposed, so that "every
+        // acknowledged write is applied everywhere" has a fixed target.
+        if self.rng.chance(self.opts.propose_rate) && !self.healing {
             self.client_write();
         }
         if self.rng.chance(self.opts.read_rate) {
@@ -700,9 +710,9 @@ impl Sim {
     fn deliver(&mut self, m: Message, data: Option<StateMachine>) -> Check {
         let i = (m.to - 1) as usize;
         let Some(node) = self.nodes.get_mut(i) else { return Ok(()) };
-        if data.is_some() && node.raw.is_some() {
+        if let (Some(data), true) = (data, node.raw.is_some()) {
             // The data arrives whole before the message is stepped.
-            node.staged = data;
+            node.staged.insert(data.applied, data);
         }
         let Some(raw) = node.raw.as_mut() else { return Ok(()) };
         let desc = format!("{} -> {} t{} {}", m.from, m.to, m.term, m.body.kind());
@@ -820,12 +830,10 @@ impl Sim {
     fn install_snapshot(&mut self, i: usize, meta: &crate::SnapshotMeta) -> Check {
         let node = &mut self.nodes[i];
         let id = node.id;
-        let Some(data) = node.staged.take() else {
+        let Some(data) = node.staged.remove(&meta.index) else {
             return Err(format!("{id} was told to install snapshot {} without having its data", meta.index));
         };
-        if data.applied != meta.index {
-            return Err(format!("{id} installs snapshot {} but holds data for {}", meta.index, data.applied));
-        }
+        node.staged.clear();
         // State machine safety across snapshots: the data is exactly the
         // state every member reached at that index.
         match self.applied.get(meta.index as usize) {
