@@ -36,8 +36,19 @@ pub const DEFAULT_MEMBERS: u64 = 5;
 pub struct MemberConfig {
     /// Its id, unique and not 0.
     pub id: NodeId,
-    /// Where it listens for peers and clients (`host:port`).
+    /// Where peers and clients reach it (`host:port`).
     pub addr: String,
+    /// Where it binds, if not `addr` (for example `0.0.0.0:15000` behind a
+    /// name, or a real port behind a proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+impl MemberConfig {
+    /// The address this member binds.
+    pub fn bind_addr(&self) -> &str {
+        self.listen.as_deref().unwrap_or(&self.addr)
+    }
 }
 
 /// Raft timing.
@@ -123,7 +134,11 @@ impl ClusterConfig {
             timing: Timing::default(),
             log: LogLimits::default(),
             members: (1..=n)
-                .map(|id| MemberConfig { id, addr: format!("127.0.0.1:{}", u64::from(base_port) + id - 1) })
+                .map(|id| MemberConfig {
+                    id,
+                    addr: format!("127.0.0.1:{}", u64::from(base_port) + id - 1),
+                    listen: None,
+                })
                 .collect(),
         }
     }
@@ -171,13 +186,15 @@ impl ClusterConfig {
             if !addrs.insert(m.addr.as_str()) {
                 return Err(ConfigError::Invalid(format!("address {} appears twice", m.addr)));
             }
-            match m.addr.rsplit_once(':') {
-                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
-                _ => {
-                    return Err(ConfigError::Invalid(format!(
-                        "member {}: address {:?} is not host:port",
-                        m.id, m.addr
-                    )))
+            for a in std::iter::once(&m.addr).chain(m.listen.as_ref()) {
+                match a.rsplit_once(':') {
+                    Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+                    _ => {
+                        return Err(ConfigError::Invalid(format!(
+                            "member {}: address {a:?} is not host:port",
+                            m.id
+                        )))
+                    }
                 }
             }
         }

@@ -48,6 +48,10 @@ struct MemberArgs {
     /// With --join: where this member listens (host:port).
     #[arg(long, requires = "join")]
     listen: Option<String>,
+    /// With --join: the address the others use to reach this member, if
+    /// not --listen.
+    #[arg(long, requires = "join")]
+    advertise: Option<String>,
     /// With --join: stay a learner (receive the log, never vote).
     #[arg(long, requires = "join")]
     learner: bool,
@@ -97,7 +101,10 @@ async fn member(args: MemberArgs, demo: bool) -> anyhow::Result<()> {
     let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from(format!("graft-data/member-{}", args.id)));
     let shutdown = shutdown_on_signals()?;
     let join = match (args.join, args.listen) {
-        (Some(target), Some(listen)) => Some(Join { target, listen, promote: !args.learner }),
+        (Some(target), Some(listen)) => {
+            let advertise = args.advertise.unwrap_or_else(|| listen.clone());
+            Some(Join { target, listen, advertise, promote: !args.learner })
+        }
         _ => None,
     };
     let opts = MemberOptions { id: args.id, cluster, data_dir, demo, join };
@@ -112,7 +119,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Serve(args) => member(args, false).await,
         Cmd::DemoTimestamps(DemoArgs { id: Some(id), config, data_dir }) => {
-            member(MemberArgs { id, config, data_dir, join: None, listen: None, learner: false }, true).await
+            let args = MemberArgs {
+                id,
+                config,
+                data_dir,
+                join: None,
+                listen: None,
+                advertise: None,
+                learner: false,
+            };
+            member(args, true).await
         }
         Cmd::DemoTimestamps(DemoArgs { id: None, config, data_dir }) => {
             let cluster = ClusterConfig::load_or_default(config.as_deref())?;

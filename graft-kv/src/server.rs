@@ -87,8 +87,10 @@ pub struct MemberOptions {
 pub struct Join {
     /// Any member of the cluster.
     pub target: String,
-    /// Where this member listens.
+    /// Where this member binds.
     pub listen: String,
+    /// Where the others reach it (usually the same as `listen`).
+    pub advertise: String,
     /// Become a voter once caught up (otherwise stay a learner).
     pub promote: bool,
 }
@@ -106,7 +108,7 @@ pub async fn run_member(mut opts: MemberOptions, shutdown: CancellationToken) ->
                 conf: ConfState::with_voters(opts.cluster.members.iter().map(|m| m.id)),
                 members: opts.cluster.members.iter().map(|m| (m.id, m.addr.clone())).collect(),
             };
-            (me.addr, bootstrap)
+            (me.bind_addr().to_owned(), bootstrap)
         }
         Some(join) => {
             // A joining member learns the cluster from a running member, and
@@ -123,7 +125,7 @@ pub async fn run_member(mut opts: MemberOptions, shutdown: CancellationToken) ->
                 .members
                 .iter()
                 .filter(|m| m.id != opts.id)
-                .map(|m| crate::config::MemberConfig { id: m.id, addr: m.addr.clone() })
+                .map(|m| crate::config::MemberConfig { id: m.id, addr: m.addr.clone(), listen: None })
                 .collect();
             let members = opts.cluster.members.iter().map(|m| (m.id, m.addr.clone())).collect();
             (join.listen.clone(), Bootstrap { conf: ConfState::default(), members })
@@ -214,11 +216,11 @@ async fn ask_to_join(id: NodeId, join: &Join) -> Result<(), ServeError> {
         timeout: Duration::from_secs(30),
     });
     let status = client.status_of(&join.target).await.map_err(|e| err(e.to_string()))?;
-    if status.members.iter().any(|m| m.id == id && m.addr == join.listen) {
-        info!("member {id} is already in the cluster at {}", join.listen);
+    if status.members.iter().any(|m| m.id == id && m.addr == join.advertise) {
+        info!("member {id} is already in the cluster at {}", join.advertise);
         return Ok(());
     }
-    client.add_member(id, join.listen.clone(), join.promote).await.map_err(|e| err(e.to_string()))?;
+    client.add_member(id, join.advertise.clone(), join.promote).await.map_err(|e| err(e.to_string()))?;
     info!(
         "member {id} joined the cluster as a learner{}",
         if join.promote { "; it becomes a voter once it has caught up" } else { "" }
