@@ -1,1 +1,59 @@
-fn main() {}
+//! `graft-cli`: the command-line client of a graft cluster.
+//!
+//! # Layout
+//! - [`cli`]: the program's options (`--endpoints`, `--timeout`, `--output`).
+//! - [`command`]: the pure parser from words or a line to a `Command`.
+//! - [`exec`]: runs a command through `graft_kv::Client`; exit codes.
+//! - [`output`]: plain and JSON answers.
+//! - [`runner`]: runs parsed lines and prints, for every mode.
+//! - [`repl`]: the interactive mode; [`batch`]: commands from standard input.
+
+mod batch;
+mod cli;
+mod command;
+mod exec;
+mod output;
+mod repl;
+mod runner;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::command::{Command, Parsed, UsageError};
+use crate::exec::Code;
+use crate::runner::{Runner, Step};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => ExitCode::from(code.as_u8()),
+        Err(e) => {
+            eprintln!("graft-cli: error: {e:#}");
+            ExitCode::from(Code::of_error(&e).as_u8())
+        }
+    }
+}
+
+fn run() -> anyhow::Result<Code> {
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) if command::is_help(&e) => {
+            e.print()?;
+            return Ok(Code::Ok);
+        }
+        Err(e) => return Err(UsageError(command::one_line(&e)).into()),
+    };
+    let endpoints = cli::endpoints(&args.endpoints).map_err(UsageError)?;
+    let runner = Runner::new(endpoints, args.timeout, args.output)?;
+    match args.command {
+        Some(cmd) => {
+            let parsed = Command::try_from(cmd).map(Parsed::Run);
+            match runner.handle(parsed, "graft-cli: ", false) {
+                Step::Continue(code) | Step::Stop(code) => Ok(code),
+            }
+        }
+        None if std::io::stdin().is_terminal() => repl::run(&runner),
+        None => batch::run(&runner, std::io::stdin().lock()),
+    }
+}

@@ -1,0 +1,528 @@
+//! From words to a [`Command`]: the one parser behind the program's
+//! arguments, the REPL and lines read from standard input. Pure: no I/O.
+//!
+//! clap does the parsing ([`CommandArgs`], the same definitions for every
+//! mode, so `--help` and the REPL's `help` agree); [`Command::try_from`]
+//! then checks what clap cannot express (the two forms of `cas`). A line is
+//! split into words with shell rules ([`shlex`]): double or single quotes
+//! keep spaces in a value, a backslash escapes one character, and a word
+//! starting with `#` begins a comment.
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// How many keys `scan` lists when `--limit` is not given.
+pub const DEFAULT_SCAN_LIMIT: u32 = 1000;
+
+/// What a command expects to find, for compare-and-swap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expectation {
+    /// The current value equals this.
+    Value(String),
+    /// The current version equals this (0: the key is absent).
+    Version(u64),
+    /// The key is absent.
+    Absent,
+}
+
+/// A validated command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Read a key.
+    Get {
+        /// The key.
+        key: String,
+        /// Read from the first endpoint that answers, from its own state.
+        stale: bool,
+    },
+    /// Set a key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Remove a key.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// Set a key if it holds what is expected.
+    Cas {
+        /// The key.
+        key: String,
+        /// What it must hold.
+        expect: Expectation,
+        /// The value to set.
+        new: String,
+    },
+    /// List keys that start with a prefix.
+    Scan {
+        /// The prefix (empty: every key).
+        prefix: String,
+        /// At most this many keys.
+        limit: u32,
+        /// Read from the first endpoint that answers, from its own state.
+        stale: bool,
+    },
+    /// Describe every member.
+    Status,
+    /// Hand leadership to another member.
+    LeaderTransfer {
+        /// The member's id.
+        to: u64,
+    },
+}
+
+impl Command {
+    /// The command's name, as typed (`leader transfer` for a transfer).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Get { .. } => "get",
+            Command::Put { .. } => "put",
+            Command::Delete { .. } => "delete",
+            Command::Cas { .. } => "cas",
+            Command::Scan { .. } => "scan",
+            Command::Status => "status",
+            Command::LeaderTransfer { .. } => "leader transfer",
+        }
+    }
+
+    /// Whether the command changes data (so a failure may leave its outcome unknown).
+    pub fn is_write(&self) -> bool {
+        matches!(self, Command::Put { .. } | Command::Delete { .. } | Command::Cas { .. })
+    }
+}
+
+/// The commands as clap sees them, before [`Command::try_from`] checks them.
+#[derive(Subcommand, Clone, Debug, PartialEq, Eq)]
+pub enum CommandArgs {
+    /// Print a key's value (exit 1 if the key is absent)
+    Get {
+        /// The key
+        key: String,
+        /// Read from the first endpoint that answers, from its own state,
+        /// without asking the leader: may miss recent writes, works without
+        /// a majority
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Set a key to a value; prints the new version
+    #[command(allow_negative_numbers = true)]
+    Put {
+        /// The key
+        key: String,
+        /// The value
+        value: String,
+    },
+    /// Remove a key (exit 1 if it was absent)
+    Delete {
+        /// The key
+        key: String,
+    },
+    /// Compare-and-swap: set KEY to NEW if it holds EXPECTED (exit 1 if not)
+    #[command(
+        allow_negative_numbers = true,
+        override_usage = "cas KEY EXPECTED NEW\n       cas KEY NEW --version V\n       cas KEY NEW --absent"
+    )]
+    Cas {
+        /// The key
+        key: String,
+        /// EXPECTED and NEW; only NEW with --version or --absent
+        #[arg(value_name = "VALUES", num_args = 1..=2, required = true)]
+        values: Vec<String>,
+        /// Compare the key's version instead of its value (0: the key is absent)
+        #[arg(long = "version", value_name = "V", conflicts_with = "absent")]
+        version: Option<u64>,
+        /// Swap only if the key is absent
+        #[arg(long)]
+        absent: bool,
+    },
+    /// List keys that start with PREFIX, in key order, as KEY<TAB>VALUE lines
+    Scan {
+        /// The prefix (default: every key)
+        #[arg(default_value = "")]
+        prefix: String,
+        /// At most this many keys
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_SCAN_LIMIT)]
+        limit: u32,
+        /// Read from the first endpoint that answers, from its own state
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Show every member: id, address, role, term, commit and applied
+    /// indexes, log size, whether it answers, and the leader
+    Status,
+    /// Leadership: `leader transfer ID` hands it to member ID
+    Leader {
+        /// What to do
+        #[command(subcommand)]
+        action: LeaderArgs,
+    },
+}
+
+/// `leader` subcommands.
+#[derive(Subcommand, Clone, Debug, PartialEq, Eq)]
+pub enum LeaderArgs {
+    /// Hand leadership to member ID; returns once it leads
+    Transfer {
+        /// The member's id
+        id: u64,
+    },
+}
+
+/// A command line that is not a valid command. Its text is one line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+impl TryFrom<CommandArgs> for Command {
+    type Error = UsageError;
+
+    fn try_from(args: CommandArgs) -> Result<Command, UsageError> {
+        Ok(match args {
+            CommandArgs::Get { key, stale } => Command::Get { key, stale },
+            CommandArgs::Put { key, value } => Command::Put { key, value },
+            CommandArgs::Delete { key } => Command::Delete { key },
+            CommandArgs::Cas { key, mut values, version, absent } => {
+                let by_value = version.is_none() && !absent;
+                let wanted = if by_value { 2 } else { 1 };
+                if values.len() != wanted {
+                    return Err(UsageError(format!(
+                        "cas takes KEY EXPECTED NEW, or KEY NEW with --version V or --absent (got {} value{} after the key)",
+                        values.len(),
+                        if values.len() == 1 { "" } else { "s" }
+                    )));
+                }
+                let new = values.pop().unwrap_or_default();
+                let expect = match (version, absent) {
+                    (Some(v), _) => Expectation::Version(v),
+                    (None, true) => Expectation::Absent,
+                    (None, false) => Expectation::Value(values.pop().unwrap_or_default()),
+                };
+                Command::Cas { key, expect, new }
+            }
+            CommandArgs::Scan { prefix, limit, stale } => {
+                if limit == 0 {
+                    return Err(UsageError("scan --limit must be at least 1".into()));
+                }
+                Command::Scan { prefix, limit, stale }
+            }
+            CommandArgs::Status => Command::Status,
+            CommandArgs::Leader { action: LeaderArgs::Transfer { id } } => Command::LeaderTransfer { to: id },
+        })
+    }
+}
+
+/// What a line asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// Nothing: a blank line or a comment.
+    Empty,
+    /// Leave (`exit` or `quit`; REPL and standard input only).
+    Exit,
+    /// Show this help text.
+    Help(String),
+    /// Run this.
+    Run(Command),
+}
+
+/// The parser for one line: the commands without the program's options.
+#[derive(Parser, Debug)]
+#[command(
+    name = "graft",
+    multicall = true,
+    disable_version_flag = true,
+    help_template = "Commands:\n{subcommands}{after-help}",
+    after_help = "Also: exit or quit (or Ctrl+D) leaves. `help COMMAND` describes one command.\n\
+                  Quote values with spaces: put greeting \"hello world\""
+)]
+struct LineArgs {
+    #[command(subcommand)]
+    command: CommandArgs,
+}
+
+/// Parses one line of input (REPL or standard input).
+pub fn parse_line(line: &str) -> Result<Parsed, UsageError> {
+    let Some(words) = shlex::split(line) else {
+        return Err(UsageError("unbalanced quotes or a trailing backslash".into()));
+    };
+    parse_words(words)
+}
+
+/// Parses a command already split into words (the first is the command name).
+pub fn parse_words(words: Vec<String>) -> Result<Parsed, UsageError> {
+    match words.first().map(String::as_str) {
+        None => return Ok(Parsed::Empty),
+        Some("exit" | "quit") if words.len() == 1 => return Ok(Parsed::Exit),
+        _ => {}
+    }
+    match LineArgs::try_parse_from(words) {
+        Ok(args) => Command::try_from(args.command).map(Parsed::Run),
+        Err(e) if is_help(&e) => Ok(Parsed::Help(e.render().to_string().trim_end().to_owned())),
+        Err(e) => {
+            let message = one_line(&e);
+            Err(UsageError(match message.strip_suffix("; usage: <COMMAND>") {
+                Some(m) => format!("{m}; type `help` for the commands"),
+                None => message,
+            }))
+        }
+    }
+}
+
+/// The names of the commands and their long options, for completion.
+pub fn vocabulary() -> Vec<(String, Vec<String>)> {
+    let mut cmd = LineArgs::command();
+    cmd.build();
+    let mut out: Vec<(String, Vec<String>)> = cmd
+        .get_subcommands()
+        .map(|sub| {
+            let mut words: Vec<String> = sub.get_subcommands().map(|s| s.get_name().to_owned()).collect();
+            words.extend(sub.get_arguments().filter_map(|a| a.get_long()).map(|l| format!("--{l}")));
+            (sub.get_name().to_owned(), words)
+        })
+        .collect();
+    out.push(("exit".into(), Vec::new()));
+    out.push(("quit".into(), Vec::new()));
+    out
+}
+
+/// Whether clap's "error" is a request for help text.
+pub fn is_help(e: &clap::Error) -> bool {
+    use clap::error::ErrorKind;
+    matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+}
+
+/// clap's error as one line: the message, then the usage.
+pub fn one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut out = if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // clap shows the whole help here; one line says what is missing.
+        "a subcommand is missing".to_owned()
+    } else {
+        let mut message = Vec::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() {
+                break;
+            }
+            message.push(line.strip_prefix("error: ").unwrap_or(line));
+        }
+        message.join(" ")
+    };
+    let usage: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Usage:"))
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.trim().trim_start_matches("Usage:").trim())
+        .collect();
+    if !usage.is_empty() {
+        out.push_str("; usage: ");
+        out.push_str(&usage.join(" | "));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(line: &str) -> Command {
+        match parse_line(line) {
+            Ok(Parsed::Run(c)) => c,
+            other => panic!("{line:?} parsed as {other:?}"),
+        }
+    }
+
+    fn usage(line: &str) -> String {
+        match parse_line(line) {
+            Err(UsageError(m)) => m,
+            other => panic!("{line:?} should be a usage error, got {other:?}"),
+        }
+    }
+
+    fn s(x: &str) -> String {
+        x.to_owned()
+    }
+
+    #[test]
+    fn every_command() {
+        assert_eq!(run("get k"), Command::Get { key: s("k"), stale: false });
+        assert_eq!(run("get k --stale"), Command::Get { key: s("k"), stale: true });
+        assert_eq!(run("get --stale k"), Command::Get { key: s("k"), stale: true });
+        assert_eq!(run("put k v"), Command::Put { key: s("k"), value: s("v") });
+        assert_eq!(run("delete k"), Command::Delete { key: s("k") });
+        assert_eq!(
+            run("cas k old new"),
+            Command::Cas { key: s("k"), expect: Expectation::Value(s("old")), new: s("new") }
+        );
+        assert_eq!(
+            run("cas k new --version 7"),
+            Command::Cas { key: s("k"), expect: Expectation::Version(7), new: s("new") }
+        );
+        assert_eq!(
+            run("cas --version 0 k new"),
+            Command::Cas { key: s("k"), expect: Expectation::Version(0), new: s("new") }
+        );
+        assert_eq!(
+            run("cas k new --absent"),
+            Command::Cas { key: s("k"), expect: Expectation::Absent, new: s("new") }
+        );
+        assert_eq!(
+            run("scan user/"),
+            Command::Scan { prefix: s("user/"), limit: DEFAULT_SCAN_LIMIT, stale: false }
+        );
+        assert_eq!(
+            run("scan user/ --limit 5 --stale"),
+            Command::Scan { prefix: s("user/"), limit: 5, stale: true }
+        );
+        assert_eq!(run("scan"), Command::Scan { prefix: s(""), limit: DEFAULT_SCAN_LIMIT, stale: false });
+        assert_eq!(run("status"), Command::Status);
+        assert_eq!(run("leader transfer 3"), Command::LeaderTransfer { to: 3 });
+    }
+
+    #[test]
+    fn names_and_writes() {
+        assert_eq!(run("leader transfer 3").name(), "leader transfer");
+        assert_eq!(run("cas k a b").name(), "cas");
+        assert!(run("put k v").is_write() && run("delete k").is_write() && run("cas k a b").is_write());
+        assert!(!run("get k").is_write() && !run("scan").is_write() && !run("status").is_write());
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(
+            run(r#"put greeting "hello world""#),
+            Command::Put { key: s("greeting"), value: s("hello world") }
+        );
+        assert_eq!(
+            run(r#"put "a key" 'single quoted'"#),
+            Command::Put { key: s("a key"), value: s("single quoted") }
+        );
+        assert_eq!(run(r#"put k "say \"hi\"""#), Command::Put { key: s("k"), value: s(r#"say "hi""#) });
+        assert_eq!(run(r#"put k """#), Command::Put { key: s("k"), value: s("") });
+        assert_eq!(run("  put   k   v  "), Command::Put { key: s("k"), value: s("v") });
+        assert_eq!(
+            run(r#"cas k "old value" "new value""#),
+            Command::Cas { key: s("k"), expect: Expectation::Value(s("old value")), new: s("new value") }
+        );
+        assert!(usage(r#"put k "unterminated"#).contains("unbalanced quotes"));
+        // `#` begins a comment only at the start of a word, and not in quotes.
+        assert_eq!(run("put k v # a note"), Command::Put { key: s("k"), value: s("v") });
+        assert_eq!(run(r##"put k "#tag""##), Command::Put { key: s("k"), value: s("#tag") });
+        assert_eq!(run("put k a#b"), Command::Put { key: s("k"), value: s("a#b") });
+    }
+
+    #[test]
+    fn blank_lines_comments_and_exit() {
+        assert_eq!(parse_line(""), Ok(Parsed::Empty));
+        assert_eq!(parse_line("   \t "), Ok(Parsed::Empty));
+        assert_eq!(parse_line("# a comment"), Ok(Parsed::Empty));
+        assert_eq!(parse_line("exit"), Ok(Parsed::Exit));
+        assert_eq!(parse_line("quit"), Ok(Parsed::Exit));
+        assert!(usage("exit now").contains("unrecognized subcommand 'exit'"));
+    }
+
+    #[test]
+    fn negative_numbers_and_dashes_are_values() {
+        assert_eq!(run("put temp -5"), Command::Put { key: s("temp"), value: s("-5") });
+        assert_eq!(
+            run("cas temp -5 -6"),
+            Command::Cas { key: s("temp"), expect: Expectation::Value(s("-5")), new: s("-6") }
+        );
+        assert_eq!(run("get -- --odd-key"), Command::Get { key: s("--odd-key"), stale: false });
+    }
+
+    #[test]
+    fn missing_arguments() {
+        for line in ["get", "put k", "put", "delete", "cas k", "leader transfer", "cas k new --version"] {
+            let m = usage(line);
+            assert!(!m.contains('\n'), "{line:?}: {m:?} is not one line");
+            assert!(
+                m.contains("usage:") || m.contains("cas takes") || m.contains("value is required"),
+                "{line:?}: {m}"
+            );
+        }
+        assert!(usage("put k").contains("<VALUE>"));
+        assert!(usage("cas k new").contains("cas takes KEY EXPECTED NEW"));
+        assert_eq!(usage("leader"), "a subcommand is missing; usage: leader <COMMAND>");
+        assert_eq!(
+            usage("put k"),
+            "the following required arguments were not provided: <VALUE>; usage: put <KEY> <VALUE>"
+        );
+    }
+
+    #[test]
+    fn extra_arguments() {
+        assert!(usage("get k extra").contains("unexpected argument 'extra'"));
+        assert!(usage("put k v w").contains("unexpected argument 'w'"));
+        assert!(usage("status now").contains("unexpected argument 'now'"));
+        assert!(usage("cas k a b c").contains("unexpected value 'c'"), "{}", usage("cas k a b c"));
+        assert!(usage("cas k old new --version 3").contains("cas takes"));
+        assert!(usage("cas k new --absent --version 0").contains("cannot be used with"));
+        assert!(usage("put k v --stale").contains("unexpected argument '--stale'"));
+    }
+
+    #[test]
+    fn bad_numbers() {
+        assert!(usage("scan p --limit ten").contains("invalid value 'ten'"));
+        assert!(
+            usage("scan p --limit -1").contains("invalid value '-1'")
+                || usage("scan p --limit -1").contains("'-1'")
+        );
+        assert!(usage("scan p --limit 0").contains("at least 1"));
+        assert!(usage("scan p --limit 99999999999").contains("invalid value"));
+        assert!(usage("cas k v --version x").contains("invalid value 'x'"));
+        assert!(usage("leader transfer two").contains("invalid value 'two'"));
+    }
+
+    #[test]
+    fn unknown_commands() {
+        assert_eq!(
+            usage("frobnicate k"),
+            "unrecognized subcommand 'frobnicate'; type `help` for the commands"
+        );
+        assert!(usage("GET k").contains("unrecognized subcommand"));
+        assert!(usage("leader elect 1").contains("unrecognized subcommand 'elect'"));
+    }
+
+    #[test]
+    fn help() {
+        let Ok(Parsed::Help(all)) = parse_line("help") else { panic!("help") };
+        assert!(!all.contains("\n\n\n"), "{all}");
+        for name in ["get", "put", "delete", "cas", "scan", "status", "leader", "exit"] {
+            assert!(all.contains(name), "help lacks {name}: {all}");
+        }
+        let Ok(Parsed::Help(cas)) = parse_line("help cas") else { panic!("help cas") };
+        assert!(cas.contains("--absent") && cas.contains("--version"), "{cas}");
+        let Ok(Parsed::Help(scan)) = parse_line("scan --help") else { panic!("scan --help") };
+        assert!(scan.contains("--limit"), "{scan}");
+    }
+
+    #[test]
+    fn vocabulary_lists_commands_and_options() {
+        let v = vocabulary();
+        let find = |n: &str| v.iter().find(|(name, _)| name == n).map(|(_, w)| w.clone());
+        assert!(find("leader").is_some_and(|w| w.contains(&s("transfer"))));
+        assert!(find("scan").is_some_and(|w| w.contains(&s("--limit")) && w.contains(&s("--stale"))));
+        assert!(find("cas").is_some_and(|w| w.contains(&s("--absent")) && w.contains(&s("--version"))));
+        assert!(find("quit").is_some() && find("status").is_some());
+        assert!(find("help").is_some_and(|w| w.contains(&s("get"))));
+        assert!(find("get").is_some_and(|w| w.contains(&s("--help"))));
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        for line in ["", "get", "get a b", "nope", "scan --limit x", "cas", "leader transfer -1"] {
+            if let Err(UsageError(m)) = parse_line(line) {
+                assert!(!m.contains('\n') && !m.is_empty(), "{line:?}: {m:?}");
+            }
+        }
+    }
+}

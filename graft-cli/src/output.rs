@@ -1,0 +1,414 @@
+//! Every answer's text, plain and JSON, in one place.
+//!
+//! Plain: `get` prints the value's bytes as they are; `put` the new version;
+//! `delete` the word `deleted`; `cas` `swapped (version N)` or
+//! `not swapped: ...`; `scan` `KEY<TAB>VALUE` lines; `status` a table;
+//! `leader transfer` `leader is now member N`. A missing key prints nothing
+//! on standard output (the message goes to standard error).
+//!
+//! JSON: one object on one line per command, failed or not, with
+//! `command`, `ok` and `exit` (its exit code). Keys and values are strings
+//! when they are UTF-8; other bytes appear base64-encoded under
+//! `key_base64` / `value_base64` instead.
+
+use base64::Engine;
+use bytes::Bytes;
+use graft_kv::protocol::Versioned;
+use serde_json::{json, Map, Value};
+
+use crate::cli::OutputFormat;
+use crate::exec::{Code, Outcome, StatusReport};
+
+/// The text for a successful command's standard output.
+pub fn render(format: OutputFormat, outcome: &Outcome) -> Vec<u8> {
+    match format {
+        OutputFormat::Plain => plain(outcome),
+        OutputFormat::Json => {
+            let mut line = json_outcome(outcome).to_string().into_bytes();
+            line.push(b'\n');
+            line
+        }
+    }
+}
+
+/// What to print for help text.
+pub fn render_help(format: OutputFormat, text: &str) -> Vec<u8> {
+    match format {
+        OutputFormat::Plain => format!("{text}\n").into_bytes(),
+        OutputFormat::Json => {
+            format!("{}\n", json!({"command": "help", "ok": true, "exit": 0, "text": text})).into_bytes()
+        }
+    }
+}
+
+/// The message for standard error when an outcome is a "no" (exit 1), if any.
+pub fn no_match_message(outcome: &Outcome) -> Option<String> {
+    match outcome {
+        Outcome::Got { key, found: None } | Outcome::Deleted { key, previous: None } => {
+            Some(format!("key not found: {key}"))
+        }
+        _ => None,
+    }
+}
+
+/// The JSON line on standard output for a failed command (plain mode prints
+/// nothing there: the error goes to standard error only).
+pub fn render_error(
+    format: OutputFormat,
+    command: Option<&str>,
+    message: &str,
+    code: Code,
+    unknown: bool,
+) -> Vec<u8> {
+    match format {
+        OutputFormat::Plain => Vec::new(),
+        OutputFormat::Json => {
+            let mut obj = Map::new();
+            obj.insert("command".into(), command.map_or(Value::Null, Value::from));
+            obj.insert("ok".into(), Value::from(false));
+            obj.insert("exit".into(), Value::from(code.as_u8()));
+            obj.insert("error".into(), Value::from(message));
+            obj.insert("outcome_unknown".into(), Value::from(unknown));
+            format!("{}\n", Value::Object(obj)).into_bytes()
+        }
+    }
+}
+
+fn plain(outcome: &Outcome) -> Vec<u8> {
+    let mut out = Vec::new();
+    match outcome {
+        Outcome::Got { found: Some(v), .. } => {
+            out.extend_from_slice(&v.value);
+            out.push(b'\n');
+        }
+        Outcome::Got { found: None, .. } | Outcome::Deleted { previous: None, .. } => {}
+        Outcome::Put { version, .. } => out.extend_from_slice(format!("{version}\n").as_bytes()),
+        Outcome::Deleted { previous: Some(_), .. } => out.extend_from_slice(b"deleted\n"),
+        Outcome::Cas { swapped: true, current, .. } => {
+            let version = current.as_ref().map_or(0, |v| v.version);
+            out.extend_from_slice(format!("swapped (version {version})\n").as_bytes());
+        }
+        Outcome::Cas { swapped: false, current: None, .. } => {
+            out.extend_from_slice(b"not swapped: the key is absent\n")
+        }
+        Outcome::Cas { swapped: false, current: Some(v), .. } => out.extend_from_slice(
+            format!(
+                "not swapped: the value is {:?} (version {})\n",
+                String::from_utf8_lossy(&v.value),
+                v.version
+            )
+            .as_bytes(),
+        ),
+        Outcome::Scanned { items, .. } => {
+            for (key, v) in items {
+                out.extend_from_slice(key);
+                out.push(b'\t');
+                out.extend_from_slice(&v.value);
+                out.push(b'\n');
+            }
+        }
+        Outcome::Status(report) => out.extend_from_slice(status_table(report).as_bytes()),
+        Outcome::Transferred { to } => {
+            out.extend_from_slice(format!("leader is now member {to}\n").as_bytes())
+        }
+    }
+    out
+}
+
+/// The `status` table. LOG is the number of entries the member holds
+/// (last index - first index + 1); LAST is its last log index.
+fn status_table(report: &StatusReport) -> String {
+    let header = ["ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "LOG", "LAST", "REACHABLE"];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
+    for m in &report.members {
+        let id = m.id.map_or("?".to_owned(), |i| i.to_string());
+        let row = match &m.status {
+            Ok(s) => vec![
+                id,
+                m.addr.clone(),
+                s.role.clone(),
+                s.term.to_string(),
+                s.commit.to_string(),
+                s.applied.to_string(),
+                log_entries(s.first_index, s.last_index).to_string(),
+                s.last_index.to_string(),
+                "yes".to_owned(),
+            ],
+            Err(e) => {
+                let mut r = vec![id, m.addr.clone()];
+                r.extend(std::iter::repeat_n("-".to_owned(), 6));
+                r.push(format!("no ({e})"));
+                r
+            }
+        };
+        rows.push(row);
+    }
+    let widths: Vec<usize> =
+        (0..header.len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(
+                |(c, cell)| {
+                    if c + 1 == row.len() {
+                        cell.clone()
+                    } else {
+                        format!("{cell:<w$}", w = widths[c])
+                    }
+                },
+            )
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    match &report.leader {
+        Some((id, addr)) => out.push_str(&format!("leader: member {id} at {addr}\n")),
+        None => out.push_str("leader: none known\n"),
+    }
+    out
+}
+
+/// How many entries a log holds, from its first and last index.
+fn log_entries(first: u64, last: u64) -> u64 {
+    (last + 1).saturating_sub(first)
+}
+
+/// Adds `name` (a UTF-8 string) or `name_base64` for other bytes.
+fn put_bytes(obj: &mut Map<String, Value>, name: &str, bytes: &Bytes) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => obj.insert(name.to_owned(), Value::from(s)),
+        Err(_) => obj.insert(
+            format!("{name}_base64"),
+            Value::from(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        ),
+    };
+}
+
+fn versioned(v: &Versioned) -> Value {
+    let mut obj = Map::new();
+    put_bytes(&mut obj, "value", &v.value);
+    obj.insert("version".into(), Value::from(v.version));
+    Value::Object(obj)
+}
+
+fn json_outcome(outcome: &Outcome) -> Value {
+    let code = outcome.code();
+    let mut obj = Map::new();
+    let name = match outcome {
+        Outcome::Got { .. } => "get",
+        Outcome::Put { .. } => "put",
+        Outcome::Deleted { .. } => "delete",
+        Outcome::Cas { .. } => "cas",
+        Outcome::Scanned { .. } => "scan",
+        Outcome::Status(_) => "status",
+        Outcome::Transferred { .. } => "leader transfer",
+    };
+    obj.insert("command".into(), Value::from(name));
+    obj.insert("ok".into(), Value::from(code == Code::Ok));
+    obj.insert("exit".into(), Value::from(code.as_u8()));
+    match outcome {
+        Outcome::Got { key, found } => {
+            obj.insert("key".into(), Value::from(key.as_str()));
+            obj.insert("found".into(), Value::from(found.is_some()));
+            if let Some(v) = found {
+                put_bytes(&mut obj, "value", &v.value);
+                obj.insert("version".into(), Value::from(v.version));
+            }
+        }
+        Outcome::Put { key, version } => {
+            obj.insert("key".into(), Value::from(key.as_str()));
+            obj.insert("version".into(), Value::from(*version));
+        }
+        Outcome::Deleted { key, previous } => {
+            obj.insert("key".into(), Value::from(key.as_str()));
+            obj.insert("deleted".into(), Value::from(previous.is_some()));
+            obj.insert("previous_version".into(), previous.map_or(Value::Null, Value::from));
+        }
+        Outcome::Cas { key, swapped, current } => {
+            obj.insert("key".into(), Value::from(key.as_str()));
+            obj.insert("swapped".into(), Value::from(*swapped));
+            obj.insert("current".into(), current.as_ref().map_or(Value::Null, versioned));
+        }
+        Outcome::Scanned { prefix, items } => {
+            obj.insert("prefix".into(), Value::from(prefix.as_str()));
+            let items = items
+                .iter()
+                .map(|(k, v)| {
+                    let mut item = Map::new();
+                    put_bytes(&mut item, "key", k);
+                    put_bytes(&mut item, "value", &v.value);
+                    item.insert("version".into(), Value::from(v.version));
+                    Value::Object(item)
+                })
+                .collect();
+            obj.insert("items".into(), Value::Array(items));
+        }
+        Outcome::Status(report) => {
+            obj.insert(
+                "leader".into(),
+                report.leader.as_ref().map_or(Value::Null, |(id, addr)| json!({"id": id, "addr": addr})),
+            );
+            let members = report
+                .members
+                .iter()
+                .map(|m| match &m.status {
+                    Ok(s) => json!({
+                        "id": s.id,
+                        "addr": m.addr,
+                        "reachable": true,
+                        "role": s.role,
+                        "term": s.term,
+                        "leader": s.leader,
+                        "commit": s.commit,
+                        "applied": s.applied,
+                        "first_index": s.first_index,
+                        "last_index": s.last_index,
+                        "log_entries": log_entries(s.first_index, s.last_index),
+                    }),
+                    Err(e) => json!({"id": m.id, "addr": m.addr, "reachable": false, "error": e}),
+                })
+                .collect();
+            obj.insert("members".into(), Value::Array(members));
+        }
+        Outcome::Transferred { to } => {
+            obj.insert("leader".into(), Value::from(*to));
+        }
+    }
+    Value::Object(obj)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::MemberRow;
+    use graft_kv::protocol::MemberStatus;
+
+    fn v(value: &'static [u8], version: u64) -> Versioned {
+        Versioned { value: Bytes::from_static(value), version }
+    }
+
+    fn plain_text(o: &Outcome) -> String {
+        String::from_utf8(render(OutputFormat::Plain, o)).expect("utf-8")
+    }
+
+    fn json_of(o: &Outcome) -> Value {
+        let line = render(OutputFormat::Json, o);
+        assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1, "one line");
+        serde_json::from_slice(&line).expect("valid json")
+    }
+
+    #[test]
+    fn plain_answers() {
+        assert_eq!(
+            plain_text(&Outcome::Got { key: "k".into(), found: Some(v(b"hello world", 4)) }),
+            "hello world\n"
+        );
+        assert_eq!(plain_text(&Outcome::Got { key: "k".into(), found: None }), "");
+        assert_eq!(plain_text(&Outcome::Put { key: "k".into(), version: 12 }), "12\n");
+        assert_eq!(plain_text(&Outcome::Deleted { key: "k".into(), previous: Some(3) }), "deleted\n");
+        assert_eq!(
+            plain_text(&Outcome::Cas { key: "k".into(), swapped: true, current: Some(v(b"n", 9)) }),
+            "swapped (version 9)\n"
+        );
+        assert_eq!(
+            plain_text(&Outcome::Cas { key: "k".into(), swapped: false, current: Some(v(b"x y", 5)) }),
+            "not swapped: the value is \"x y\" (version 5)\n"
+        );
+        assert_eq!(
+            plain_text(&Outcome::Cas { key: "k".into(), swapped: false, current: None }),
+            "not swapped: the key is absent\n"
+        );
+        let items = vec![(Bytes::from("a/1"), v(b"one", 2)), (Bytes::from("a/2"), v(b"two", 3))];
+        assert_eq!(plain_text(&Outcome::Scanned { prefix: "a/".into(), items }), "a/1\tone\na/2\ttwo\n");
+        assert_eq!(plain_text(&Outcome::Transferred { to: 2 }), "leader is now member 2\n");
+    }
+
+    #[test]
+    fn plain_get_keeps_bytes() {
+        let o = Outcome::Got { key: "k".into(), found: Some(v(b"\xff\x00b", 1)) };
+        assert_eq!(render(OutputFormat::Plain, &o), b"\xff\x00b\n");
+    }
+
+    #[test]
+    fn json_answers() {
+        let j = json_of(&Outcome::Got { key: "k".into(), found: Some(v(b"hi", 4)) });
+        assert_eq!(
+            j,
+            json!({"command": "get", "ok": true, "exit": 0, "key": "k", "found": true, "value": "hi", "version": 4})
+        );
+        let j = json_of(&Outcome::Got { key: "k".into(), found: None });
+        assert_eq!(j, json!({"command": "get", "ok": false, "exit": 1, "key": "k", "found": false}));
+        let j = json_of(&Outcome::Cas { key: "k".into(), swapped: false, current: Some(v(b"x", 5)) });
+        assert_eq!(j["current"], json!({"value": "x", "version": 5}));
+        assert_eq!((j["swapped"].clone(), j["exit"].clone()), (json!(false), json!(1)));
+        let j = json_of(&Outcome::Deleted { key: "k".into(), previous: Some(7) });
+        assert_eq!((j["deleted"].clone(), j["previous_version"].clone()), (json!(true), json!(7)));
+        let j = json_of(&Outcome::Put { key: "k".into(), version: 8 });
+        assert_eq!(j, json!({"command": "put", "ok": true, "exit": 0, "key": "k", "version": 8}));
+    }
+
+    #[test]
+    fn json_bytes_that_are_not_utf8_are_base64() {
+        let items = vec![(Bytes::from_static(b"k\xff"), v(b"\x00\xfe", 3))];
+        let j = json_of(&Outcome::Scanned { prefix: "k".into(), items });
+        assert_eq!(j["items"][0], json!({"key_base64": "a/8=", "value_base64": "AP4=", "version": 3}));
+    }
+
+    #[test]
+    fn errors() {
+        assert!(render_error(OutputFormat::Plain, Some("put"), "boom", Code::Unavailable, true).is_empty());
+        let line = render_error(OutputFormat::Json, Some("put"), "boom", Code::Unavailable, true);
+        let j: Value = serde_json::from_slice(&line).expect("json");
+        assert_eq!(
+            j,
+            json!({"command": "put", "ok": false, "exit": 3, "error": "boom", "outcome_unknown": true})
+        );
+        assert_eq!(
+            no_match_message(&Outcome::Deleted { key: "gone".into(), previous: None }).as_deref(),
+            Some("key not found: gone")
+        );
+    }
+
+    #[test]
+    fn status_table_and_json() {
+        let s = MemberStatus {
+            id: 1,
+            cluster: "c".into(),
+            role: "Leader".into(),
+            term: 3,
+            leader: Some(1),
+            commit: 20,
+            applied: 19,
+            first_index: 5,
+            last_index: 20,
+            members: vec![],
+        };
+        let report = StatusReport {
+            members: vec![
+                MemberRow { id: Some(1), addr: "h:1".into(), status: Ok(s) },
+                MemberRow { id: Some(2), addr: "h:2".into(), status: Err("connection refused".into()) },
+            ],
+            leader: Some((1, "h:1".into())),
+        };
+        let text = plain_text(&Outcome::Status(report.clone()));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        let cells = |l: &str| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(
+            cells(lines[0]),
+            ["ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "LOG", "LAST", "REACHABLE"]
+        );
+        assert_eq!(cells(lines[1]), ["1", "h:1", "Leader", "3", "20", "19", "16", "20", "yes"]);
+        assert!(lines[2].starts_with("2 ") && lines[2].ends_with("no (connection refused)"), "{text}");
+        assert_eq!(lines[3], "leader: member 1 at h:1");
+        let j = json_of(&Outcome::Status(report));
+        assert_eq!(j["leader"], json!({"id": 1, "addr": "h:1"}));
+        assert_eq!(j["members"][0]["log_entries"], json!(16));
+        assert_eq!(
+            j["members"][1],
+            json!({"id": 2, "addr": "h:2", "reachable": false, "error": "connection refused"})
+        );
+    }
+}

@@ -1,0 +1,117 @@
+//! Runs parsed lines and prints their answers: the part one-shot, REPL and
+//! standard-input modes share. One [`Runner`] owns the tokio runtime and the
+//! one [`Executor`] (so one client and one exactly-once session) of the process.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::cli::OutputFormat;
+use crate::command::{Parsed, UsageError};
+use crate::exec::{outcome_unknown, Code, Executor};
+use crate::output;
+
+/// What to do after a line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Go on; the line's exit code.
+    Continue(Code),
+    /// Stop reading: `exit`, or standard output is closed.
+    Stop(Code),
+}
+
+/// Runs commands and prints their answers.
+pub struct Runner {
+    rt: tokio::runtime::Runtime,
+    exec: Executor,
+    format: OutputFormat,
+}
+
+impl Runner {
+    /// A runner for the cluster at `endpoints`.
+    pub fn new(endpoints: Vec<String>, timeout: Duration, format: OutputFormat) -> anyhow::Result<Runner> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        Ok(Runner { rt, exec: Executor::new(endpoints, timeout), format })
+    }
+
+    /// The leader the client talks to, if known.
+    pub fn leader(&self) -> Option<String> {
+        self.exec.leader()
+    }
+
+    /// Runs one parsed line and prints its answer: the answer on standard
+    /// output, failures as one line on standard error starting with
+    /// `prefix`. With `cancel_on_ctrl_c`, Ctrl+C abandons the command.
+    pub fn handle(&self, parsed: Result<Parsed, UsageError>, prefix: &str, cancel_on_ctrl_c: bool) -> Step {
+        let cmd = match parsed {
+            Ok(Parsed::Empty) => return Step::Continue(Code::Ok),
+            Ok(Parsed::Exit) => return Step::Stop(Code::Ok),
+            Ok(Parsed::Help(text)) => return self.emit(&output::render_help(self.format, &text), Code::Ok),
+            Ok(Parsed::Run(cmd)) => cmd,
+            Err(e) => {
+                let e = anyhow::Error::new(e);
+                return self.fail(None, &e, prefix);
+            }
+        };
+        let result = if cancel_on_ctrl_c {
+            self.rt.block_on(async {
+                tokio::select! {
+                    r = self.exec.run(&cmd) => Some(r),
+                    () = ctrl_c() => None,
+                }
+            })
+        } else {
+            Some(self.rt.block_on(self.exec.run(&cmd)))
+        };
+        match result {
+            None => {
+                let unknown = if cmd.is_write() { "; the write's outcome is unknown" } else { "" };
+                eprintln!("{prefix}cancelled{unknown}");
+                Step::Continue(Code::Unavailable)
+            }
+            Some(Ok(outcome)) => {
+                if let Some(m) = output::no_match_message(&outcome) {
+                    eprintln!("{prefix}{m}");
+                }
+                self.emit(&output::render(self.format, &outcome), outcome.code())
+            }
+            Some(Err(e)) => self.fail(Some(cmd.name()), &e, prefix),
+        }
+    }
+
+    fn fail(&self, command: Option<&str>, e: &anyhow::Error, prefix: &str) -> Step {
+        let code = Code::of_error(e);
+        let message = format!("{e:#}");
+        eprintln!("{prefix}error: {message}");
+        self.emit(&output::render_error(self.format, command, &message, code, outcome_unknown(e)), code)
+    }
+
+    /// Writes `bytes` to standard output and flushes, so that a program
+    /// driving us line by line sees each answer at once.
+    fn emit(&self, bytes: &[u8], code: Code) -> Step {
+        if bytes.is_empty() {
+            return Step::Continue(code);
+        }
+        let mut out = std::io::stdout().lock();
+        match out.write_all(bytes).and_then(|()| out.flush()) {
+            Ok(()) => Step::Continue(code),
+            // Whoever reads our output has gone (`| head`): stop quietly.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Step::Stop(code),
+            Err(e) => {
+                eprintln!("graft-cli: error: writing standard output: {e}");
+                Step::Stop(Code::Failure)
+            }
+        }
+    }
+}
+
+/// Completes on Ctrl+C; never if the signal cannot be watched.
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

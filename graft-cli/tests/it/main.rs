@@ -1,0 +1,8 @@
+//! graft-cli's integration tests: the real binary against real graft-kv
+//! processes. One test binary (so one link) with a module per concern.
+
+mod commands;
+mod exactly_once;
+mod repl;
+mod stdin;
+mod util;
