@@ -101,6 +101,18 @@ struct Inner {
     rotate: AtomicUsize,
 }
 
+/// Removes a write's seq from the outstanding set when dropped.
+struct Outstanding<'a> {
+    inner: &'a Inner,
+    seq: u64,
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        self.inner.outstanding.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.seq);
+    }
+}
+
 /// A client of a graft cluster. Cheap to clone; clones share connections and
 /// the exactly-once session.
 #[derive(Clone)]
@@ -216,7 +228,10 @@ impl Client {
 
     /// Asks the leader to hand leadership to member `to`; returns once it has.
     pub async fn transfer_leader(&self, to: u64) -> Result<(), ClientError> {
-        self.call(Request::TransferLeader { to }).await.map(|_| ())
+        self.call(Request::TransferLeader { to }).await?;
+        // The next call finds the new leader from a not-leader hint.
+        self.set_leader(None);
+        Ok(())
     }
 
     /// Adds member `id` listening at `addr` as a learner (promoted to voter
@@ -263,10 +278,11 @@ impl Client {
             out.insert(seq);
             out.first().copied().unwrap_or(seq)
         };
+        // However the call ends (even dropped mid-way), the seq stops being
+        // outstanding, so the members may forget its answer.
+        let _done = Outstanding { inner: &self.inner, seq };
         let session = SessionSeq { client: self.inner.client_id, seq, ack_below };
-        let result = self.call(make(Some(session))).await;
-        self.inner.outstanding.lock().unwrap_or_else(|p| p.into_inner()).remove(&seq);
-        result
+        self.call(make(Some(session))).await
     }
 
     fn pick(&self, stale_read: bool) -> String {
