@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::command::CommandArgs;
+use crate::command::{check_addr, CommandArgs};
 
 /// What `--help` says after the options.
 const AFTER_HELP: &str = "\
@@ -15,8 +15,10 @@ command per line from standard input, each answered as it is read.
 Exit status:
   0  ok
   1  key not found (get, delete), or compare-and-swap did not swap
-  2  usage error (bad command or option, value too large, invalid request)
-  3  cluster unavailable or timed out; for a write the outcome is unknown
+  2  usage error (bad command or option, value too large, invalid request,
+     refused membership change)
+  3  cluster unavailable or timed out; for a write or a membership change
+     the outcome is unknown
   4  any other failure (a member reported an internal error)
 Reading standard input, the status is the highest of all the lines'.";
 
@@ -68,13 +70,7 @@ pub fn endpoints(given: &[String]) -> Result<Vec<String>, String> {
     }
     given
         .iter()
-        .map(|e| {
-            let e = e.trim();
-            match e.rsplit_once(':') {
-                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(e.to_owned()),
-                _ => Err(format!("invalid endpoint {e:?}: expected host:port")),
-            }
-        })
+        .map(|e| check_addr(e).map_err(|_| format!("invalid endpoint {:?}: expected host:port", e.trim())))
         .collect()
 }
 

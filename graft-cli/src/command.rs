@@ -3,7 +3,8 @@
 //!
 //! clap does the parsing ([`CommandArgs`], the same definitions for every
 //! mode, so `--help` and the REPL's `help` agree); [`Command::try_from`]
-//! then checks what clap cannot express (the two forms of `cas`). A line is
+//! then checks what clap cannot express (the two forms of `cas`, member ids
+//! and addresses). A line is
 //! split into words with shell rules ([`shlex`]): double or single quotes
 //! keep spaces in a value, a backslash escapes one character, and a word
 //! starting with `#` begins a comment.
@@ -71,6 +72,28 @@ pub enum Command {
         /// The member's id.
         to: u64,
     },
+    /// List the members, each with its own state.
+    MemberList,
+    /// Add a member (as a learner), or record a member's new address.
+    MemberAdd {
+        /// Its id (not 0).
+        id: u64,
+        /// Where it listens, `host:port`.
+        addr: String,
+        /// Whether it stays a learner (otherwise it becomes a voter once
+        /// it has caught up).
+        learner: bool,
+    },
+    /// Remove a member.
+    MemberRemove {
+        /// Its id.
+        id: u64,
+    },
+    /// Make a learner a voter now.
+    MemberPromote {
+        /// Its id.
+        id: u64,
+    },
 }
 
 impl Command {
@@ -84,12 +107,25 @@ impl Command {
             Command::Scan { .. } => "scan",
             Command::Status => "status",
             Command::LeaderTransfer { .. } => "leader transfer",
+            Command::MemberList => "member list",
+            Command::MemberAdd { .. } => "member add",
+            Command::MemberRemove { .. } => "member remove",
+            Command::MemberPromote { .. } => "member promote",
         }
     }
 
     /// Whether the command changes data (so a failure may leave its outcome unknown).
     pub fn is_write(&self) -> bool {
         matches!(self, Command::Put { .. } | Command::Delete { .. } | Command::Cas { .. })
+    }
+
+    /// Whether the command changes the membership (so a failure may leave
+    /// its outcome unknown too).
+    pub fn is_member_change(&self) -> bool {
+        matches!(
+            self,
+            Command::MemberAdd { .. } | Command::MemberRemove { .. } | Command::MemberPromote { .. }
+        )
     }
 }
 
@@ -158,7 +194,68 @@ pub enum CommandArgs {
         #[command(subcommand)]
         action: LeaderArgs,
     },
+    /// Membership: `member list`, `member add ID ADDR [--learner]`,
+    /// `member remove ID`, `member promote ID`
+    #[command(long_about = MEMBER_ABOUT)]
+    Member {
+        /// What to do
+        #[command(subcommand)]
+        action: MemberArgs,
+    },
 }
+
+/// `help member`: what the `member` commands are for.
+const MEMBER_ABOUT: &str = "\
+Membership: list, add, remove or promote members, one change at a time (each
+is committed before the next is accepted). A change is refused (exit 2) if
+the voters the leader heard from within the last election timeout would not
+form a majority of the voters afterwards, and refused for now (retried until
+--timeout, then exit 3) while the previous change is not committed yet.";
+
+/// `member` subcommands.
+#[derive(Subcommand, Clone, Debug, PartialEq, Eq)]
+pub enum MemberArgs {
+    /// Show every member: id, address, voter or learner, and its own role,
+    /// term and applied index if it answers; then the leader
+    List,
+    /// Add member ID at ADDR: it joins as a learner and becomes a voter
+    /// once caught up, unless --learner
+    #[command(long_about = MEMBER_ADD_ABOUT)]
+    Add {
+        /// The new member's id (not 0)
+        id: u64,
+        /// Where it listens, as HOST:PORT (the address the others reach it at)
+        #[arg(value_name = "ADDR")]
+        addr: String,
+        /// Keep it a learner: it receives the log but never votes (promote
+        /// it later with `member promote ID`)
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove member ID (a voter, a learner, or the leader, which steps
+    /// down once the change is committed)
+    Remove {
+        /// The member's id
+        id: u64,
+    },
+    /// Make learner ID a voter now, without waiting for it to catch up
+    Promote {
+        /// The member's id
+        id: u64,
+    },
+}
+
+/// `help member add`.
+const MEMBER_ADD_ABOUT: &str = "\
+Add member ID at ADDR. It joins as a learner (it receives the log but does
+not vote) and the leader promotes it to voter once it has caught up, unless
+--learner keeps it a learner. Returns once the change is committed.
+
+A new member process is normally started with
+  graft-kv serve --id ID --join HOST:PORT --listen ADDR
+which makes this same request itself: no `member add` is needed then. Use
+`member add` to add a member you will start afterwards (with that command),
+or, for a member that already exists, to record its new address.";
 
 /// `leader` subcommands.
 #[derive(Subcommand, Clone, Debug, PartialEq, Eq)]
@@ -216,7 +313,33 @@ impl TryFrom<CommandArgs> for Command {
             }
             CommandArgs::Status => Command::Status,
             CommandArgs::Leader { action: LeaderArgs::Transfer { id } } => Command::LeaderTransfer { to: id },
+            CommandArgs::Member { action } => match action {
+                MemberArgs::List => Command::MemberList,
+                MemberArgs::Add { id, addr, learner } => {
+                    let addr = check_addr(&addr).map_err(UsageError)?;
+                    Command::MemberAdd { id: member_id(id)?, addr, learner }
+                }
+                MemberArgs::Remove { id } => Command::MemberRemove { id: member_id(id)? },
+                MemberArgs::Promote { id } => Command::MemberPromote { id: member_id(id)? },
+            },
         })
+    }
+}
+
+/// Refuses member id 0 (no member has it).
+fn member_id(id: u64) -> Result<u64, UsageError> {
+    if id == 0 {
+        return Err(UsageError("member ids start at 1".into()));
+    }
+    Ok(id)
+}
+
+/// Checks an address is `host:port`; returns it without surrounding spaces.
+pub fn check_addr(addr: &str) -> Result<String, String> {
+    let addr = addr.trim();
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(addr.to_owned()),
+        _ => Err(format!("invalid address {addr:?}: expected host:port")),
     }
 }
 
@@ -276,18 +399,30 @@ pub fn parse_words(words: Vec<String>) -> Result<Parsed, UsageError> {
     }
 }
 
-/// The names of the commands and their long options, for completion.
+/// The words completion offers: for each command, and each subcommand as
+/// its path (`member add`), its subcommands' names and its long options.
+/// Top-level commands are the entries whose name is one word.
 pub fn vocabulary() -> Vec<(String, Vec<String>)> {
-    let mut cmd = LineArgs::command();
-    cmd.build();
-    let mut out: Vec<(String, Vec<String>)> = cmd
-        .get_subcommands()
-        .map(|sub| {
+    fn walk(prefix: &str, cmd: &clap::Command, out: &mut Vec<(String, Vec<String>)>) {
+        for sub in cmd.get_subcommands() {
+            let name = if prefix.is_empty() {
+                sub.get_name().to_owned()
+            } else {
+                format!("{prefix} {}", sub.get_name())
+            };
             let mut words: Vec<String> = sub.get_subcommands().map(|s| s.get_name().to_owned()).collect();
             words.extend(sub.get_arguments().filter_map(|a| a.get_long()).map(|l| format!("--{l}")));
-            (sub.get_name().to_owned(), words)
-        })
-        .collect();
+            out.push((name.clone(), words));
+            // `help` lists every command again: not a path worth completing.
+            if sub.get_name() != "help" {
+                walk(&name, sub, out);
+            }
+        }
+    }
+    let mut cmd = LineArgs::command();
+    cmd.build();
+    let mut out = Vec::new();
+    walk("", &cmd, &mut out);
     out.push(("exit".into(), Vec::new()));
     out.push(("quit".into(), Vec::new()));
     out
@@ -385,6 +520,61 @@ mod tests {
         assert_eq!(run("scan"), Command::Scan { prefix: s(""), limit: DEFAULT_SCAN_LIMIT, stale: false });
         assert_eq!(run("status"), Command::Status);
         assert_eq!(run("leader transfer 3"), Command::LeaderTransfer { to: 3 });
+        assert_eq!(run("member list"), Command::MemberList);
+        assert_eq!(
+            run("member add 4 10.0.0.4:15000"),
+            Command::MemberAdd { id: 4, addr: s("10.0.0.4:15000"), learner: false }
+        );
+        assert_eq!(
+            run("member add 4 10.0.0.4:15000 --learner"),
+            Command::MemberAdd { id: 4, addr: s("10.0.0.4:15000"), learner: true }
+        );
+        assert_eq!(
+            run("member add --learner 4 [::1]:7"),
+            Command::MemberAdd { id: 4, addr: s("[::1]:7"), learner: true }
+        );
+        assert_eq!(run("member add 4 ' h:1 '"), Command::MemberAdd { id: 4, addr: s("h:1"), learner: false });
+        assert_eq!(run("member remove 2"), Command::MemberRemove { id: 2 });
+        assert_eq!(run("member promote 9"), Command::MemberPromote { id: 9 });
+    }
+
+    #[test]
+    fn member_commands_refuse_bad_or_missing_arguments() {
+        assert_eq!(usage("member"), "a subcommand is missing; usage: member <COMMAND>");
+        assert_eq!(
+            usage("member add 4"),
+            "the following required arguments were not provided: <ADDR>; usage: member add <ID> <ADDR>"
+        );
+        assert!(usage("member add").contains("<ID> <ADDR>"), "{}", usage("member add"));
+        assert!(usage("member add --learner").contains("<ID> <ADDR>"));
+        assert!(
+            usage("member remove").contains("<ID>; usage: member remove <ID>"),
+            "{}",
+            usage("member remove")
+        );
+        assert!(usage("member promote").contains("<ID>; usage: member promote <ID>"));
+        assert!(usage("member add four h:1").contains("invalid value 'four'"));
+        assert!(usage("member add -4 h:1").contains("'-4'"), "{}", usage("member add -4 h:1"));
+        assert!(usage("member remove 1.5").contains("invalid value '1.5'"));
+        assert!(usage("member promote x").contains("invalid value 'x'"));
+        assert!(usage("member remove 99999999999999999999").contains("invalid value"));
+        for line in ["member add 0 h:1", "member remove 0", "member promote 0"] {
+            assert_eq!(usage(line), "member ids start at 1", "{line}");
+        }
+        for addr in ["nohost", "h:", ":1", "h:99999", "h:port", "''"] {
+            let m = usage(&format!("member add 4 {addr}"));
+            assert!(m.starts_with("invalid address") && m.ends_with("expected host:port"), "{addr}: {m}");
+        }
+        assert!(usage("member list now").contains("unexpected argument 'now'"));
+        assert!(usage("member list --learner").contains("unexpected argument '--learner'"));
+        assert!(usage("member add 4 h:1 h:2").contains("unexpected argument 'h:2'"));
+        assert!(usage("member remove 2 3").contains("unexpected argument '3'"));
+        assert!(usage("member remove 2 --learner").contains("unexpected argument '--learner'"));
+        assert!(usage("member join 4").contains("unrecognized subcommand 'join'"));
+        for line in ["member", "member add", "member add x y", "member promote", "member list x"] {
+            let m = usage(line);
+            assert!(!m.contains('\n') && !m.is_empty(), "{line:?}: {m:?}");
+        }
     }
 
     #[test]
@@ -393,6 +583,13 @@ mod tests {
         assert_eq!(run("cas k a b").name(), "cas");
         assert!(run("put k v").is_write() && run("delete k").is_write() && run("cas k a b").is_write());
         assert!(!run("get k").is_write() && !run("scan").is_write() && !run("status").is_write());
+        assert_eq!(run("member list").name(), "member list");
+        assert_eq!(run("member add 4 h:1").name(), "member add");
+        assert_eq!(run("member remove 4").name(), "member remove");
+        assert_eq!(run("member promote 4").name(), "member promote");
+        assert!(!run("member remove 4").is_write() && !run("member list").is_member_change());
+        assert!(run("member add 4 h:1").is_member_change() && run("member remove 4").is_member_change());
+        assert!(run("member promote 4").is_member_change() && !run("put k v").is_member_change());
     }
 
     #[test]
@@ -496,13 +693,22 @@ mod tests {
     fn help() {
         let Ok(Parsed::Help(all)) = parse_line("help") else { panic!("help") };
         assert!(!all.contains("\n\n\n"), "{all}");
-        for name in ["get", "put", "delete", "cas", "scan", "status", "leader", "exit"] {
+        for name in ["get", "put", "delete", "cas", "scan", "status", "leader", "member", "exit"] {
             assert!(all.contains(name), "help lacks {name}: {all}");
         }
         let Ok(Parsed::Help(cas)) = parse_line("help cas") else { panic!("help cas") };
         assert!(cas.contains("--absent") && cas.contains("--version"), "{cas}");
         let Ok(Parsed::Help(scan)) = parse_line("scan --help") else { panic!("scan --help") };
         assert!(scan.contains("--limit"), "{scan}");
+        let Ok(Parsed::Help(member)) = parse_line("help member") else { panic!("help member") };
+        for word in ["list", "add", "remove", "promote", "majority"] {
+            assert!(member.contains(word), "help member lacks {word}: {member}");
+        }
+        let Ok(Parsed::Help(add)) = parse_line("help member add") else { panic!("help member add") };
+        assert!(add.contains("--learner") && add.contains("learner") && add.contains("voter"), "{add}");
+        assert!(add.contains("graft-kv serve --id ID --join HOST:PORT --listen ADDR"), "{add}");
+        let Ok(Parsed::Help(add)) = parse_line("member add --help") else { panic!("member add --help") };
+        assert!(add.contains("record its new address"), "{add}");
     }
 
     #[test]
@@ -515,6 +721,17 @@ mod tests {
         assert!(find("quit").is_some() && find("status").is_some());
         assert!(find("help").is_some_and(|w| w.contains(&s("get"))));
         assert!(find("get").is_some_and(|w| w.contains(&s("--help"))));
+        assert!(find("member")
+            .is_some_and(|w| ["list", "add", "remove", "promote"].iter().all(|c| w.contains(&s(c)))));
+        assert!(find("member add").is_some_and(|w| w.contains(&s("--learner"))));
+        assert!(find("member remove").is_some_and(|w| !w.contains(&s("--learner"))));
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(check_addr(" 127.0.0.1:1 "), Ok(s("127.0.0.1:1")));
+        assert_eq!(check_addr("[::1]:65535"), Ok(s("[::1]:65535")));
+        assert!(check_addr("h:65536").is_err() && check_addr("h").is_err() && check_addr(":1").is_err());
     }
 
     #[test]

@@ -1,12 +1,18 @@
 //! Runs a [`Command`] against the cluster through one [`graft_kv::Client`]
 //! and returns what happened as an [`Outcome`]; [`Code`] says how the
 //! program should exit because of it.
+//!
+//! `status` and `member list` share one survey of the cluster (every
+//! endpoint and every member they list, asked for its status at once); they
+//! differ in what they show of it: `status` every address that was asked,
+//! `member list` the membership as the leader (else the first endpoint that
+//! answered) knows it.
 
 use std::collections::BTreeMap;
 
 use anyhow::Context;
 use bytes::Bytes;
-use graft_kv::protocol::{ApiError, Consistency, Expect, MemberStatus, Versioned};
+use graft_kv::protocol::{ApiError, Consistency, Expect, MemberInfo, MemberStatus, Versioned};
 use graft_kv::{Client, ClientError};
 
 use crate::command::{Command, Expectation, UsageError};
@@ -61,7 +67,7 @@ impl Code {
     }
 }
 
-/// `status` found no member that answers.
+/// `status` or `member list` found no member that answers.
 #[derive(Debug)]
 pub struct NoMemberAnswered {
     /// Each address asked, and why it gave no answer.
@@ -77,9 +83,40 @@ impl std::fmt::Display for NoMemberAnswered {
 
 impl std::error::Error for NoMemberAnswered {}
 
-/// Whether a failed command was a write whose outcome is unknown.
+/// A membership change got no answer in time: it may or may not have
+/// taken effect. (The client marks only data writes so; see
+/// [`ClientError::outcome_unknown`].) Its source is the client's error.
+#[derive(Debug)]
+pub struct ChangeOutcomeUnknown(pub ClientError);
+
+impl std::fmt::Display for ChangeOutcomeUnknown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("membership change outcome unknown")
+    }
+}
+
+impl std::error::Error for ChangeOutcomeUnknown {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Whether a failed command was a write (or a membership change) whose
+/// outcome is unknown.
 pub fn outcome_unknown(err: &anyhow::Error) -> bool {
-    err.chain().any(|c| c.downcast_ref::<ClientError>().is_some_and(ClientError::outcome_unknown))
+    err.chain().any(|c| {
+        c.downcast_ref::<ClientError>().is_some_and(ClientError::outcome_unknown)
+            || c.downcast_ref::<ChangeOutcomeUnknown>().is_some()
+    })
+}
+
+/// The error of a failed membership change: marked as of unknown outcome
+/// when the cluster did not answer in time.
+fn change_error(e: ClientError) -> anyhow::Error {
+    match e {
+        ClientError::Unavailable { .. } => anyhow::Error::new(ChangeOutcomeUnknown(e)),
+        other => anyhow::Error::new(other),
+    }
 }
 
 /// What a command did.
@@ -129,6 +166,27 @@ pub enum Outcome {
         /// The new leader's id.
         to: u64,
     },
+    /// `member list`: the members.
+    Members(MemberList),
+    /// `member add`: the change is committed.
+    MemberAdded {
+        /// The member's id.
+        id: u64,
+        /// Its address.
+        addr: String,
+        /// Whether it becomes a voter once caught up (no `--learner`).
+        promote: bool,
+    },
+    /// `member remove`: the change is committed.
+    MemberRemoved {
+        /// The member's id.
+        id: u64,
+    },
+    /// `member promote`: the change is committed.
+    MemberPromoted {
+        /// The member's id.
+        id: u64,
+    },
 }
 
 impl Outcome {
@@ -162,6 +220,29 @@ pub struct StatusReport {
     /// The leader's id and address, if any member knows it.
     pub leader: Option<(u64, String)>,
 }
+
+/// One member of `member list`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedMember {
+    /// Its id, address and whether it votes, as the membership says.
+    pub info: MemberInfo,
+    /// Whether it leads.
+    pub leader: bool,
+    /// Its own answer, or why it gave none.
+    pub status: Result<MemberStatus, String>,
+}
+
+/// What `member list` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberList {
+    /// The members, in id order.
+    pub members: Vec<ListedMember>,
+    /// The leader's id and address, if known.
+    pub leader: Option<(u64, String)>,
+}
+
+/// Every address asked for its status, and its answer or why it gave none.
+type Answers = BTreeMap<String, Result<MemberStatus, String>>;
 
 /// Runs commands with one client, so all writes share one exactly-once session.
 pub struct Executor {
@@ -219,7 +300,7 @@ impl Executor {
                     .with_context(|| format!("scan {prefix}"))?;
                 Outcome::Scanned { prefix: prefix.clone(), items }
             }
-            Command::Status => Outcome::Status(self.status().await.context("status")?),
+            Command::Status => Outcome::Status(build_report(self.survey().await.context("status")?)),
             Command::LeaderTransfer { to } => {
                 c.transfer_leader(*to).await.with_context(|| format!("leader transfer {to}"))?;
                 // The client still remembers the old leader (shown in the
@@ -229,12 +310,38 @@ impl Executor {
                 let _ = tokio::time::timeout(std::time::Duration::from_millis(500), refresh).await;
                 Outcome::Transferred { to: *to }
             }
+            Command::MemberList => {
+                let answers = self.survey().await.context("member list")?;
+                Outcome::Members(build_member_list(&self.endpoints, answers))
+            }
+            Command::MemberAdd { id, addr, learner } => {
+                c.add_member(*id, addr.clone(), !*learner)
+                    .await
+                    .map_err(change_error)
+                    .with_context(|| format!("member add {id} {addr}"))?;
+                Outcome::MemberAdded { id: *id, addr: addr.clone(), promote: !*learner }
+            }
+            Command::MemberRemove { id } => {
+                c.remove_member(*id)
+                    .await
+                    .map_err(change_error)
+                    .with_context(|| format!("member remove {id}"))?;
+                Outcome::MemberRemoved { id: *id }
+            }
+            Command::MemberPromote { id } => {
+                c.promote_member(*id)
+                    .await
+                    .map_err(change_error)
+                    .with_context(|| format!("member promote {id}"))?;
+                Outcome::MemberPromoted { id: *id }
+            }
         })
     }
 
     /// Asks every endpoint, and every member they know of, for its status.
-    async fn status(&self) -> Result<StatusReport, NoMemberAnswered> {
-        let mut answers: BTreeMap<String, Result<MemberStatus, String>> = BTreeMap::new();
+    /// Fails if none answers.
+    async fn survey(&self) -> Result<Answers, NoMemberAnswered> {
+        let mut answers: Answers = BTreeMap::new();
         let mut to_ask: Vec<String> = self.endpoints.clone();
         // Two rounds: the endpoints, then members they listed that are not endpoints.
         for _ in 0..2 {
@@ -276,26 +383,31 @@ impl Executor {
             let tried = answers.into_iter().map(|(addr, r)| (addr, r.err().unwrap_or_default())).collect();
             return Err(NoMemberAnswered { tried });
         }
-        Ok(build_report(answers))
+        Ok(answers)
     }
 }
 
-/// Puts the answers in order and finds the leader.
-fn build_report(answers: BTreeMap<String, Result<MemberStatus, String>>) -> StatusReport {
+/// The leader's id: the member that says it leads in the newest term, else
+/// the one named by the member with the newest term.
+fn find_leader(answers: &Answers) -> Option<u64> {
     let ok: Vec<&MemberStatus> = answers.values().filter_map(|r| r.as_ref().ok()).collect();
-    let ids: BTreeMap<String, u64> =
-        ok.iter().flat_map(|s| s.members.iter().map(|m| (m.addr.clone(), m.id))).collect();
     let newest = ok.iter().max_by_key(|s| s.term);
-    let leader = ok
-        .iter()
+    ok.iter()
         .filter(|s| s.role == "Leader")
         .max_by_key(|s| s.term)
         .map(|s| s.id)
         .or_else(|| newest.and_then(|s| s.leader))
-        .map(|id| {
-            let addr = ids.iter().find(|(_, i)| **i == id).map(|(a, _)| a.clone()).unwrap_or_default();
-            (id, addr)
-        });
+}
+
+/// Puts the answers in order and finds the leader.
+fn build_report(answers: Answers) -> StatusReport {
+    let ok: Vec<&MemberStatus> = answers.values().filter_map(|r| r.as_ref().ok()).collect();
+    let ids: BTreeMap<String, u64> =
+        ok.iter().flat_map(|s| s.members.iter().map(|m| (m.addr.clone(), m.id))).collect();
+    let leader = find_leader(&answers).map(|id| {
+        let addr = ids.iter().find(|(_, i)| **i == id).map(|(a, _)| a.clone()).unwrap_or_default();
+        (id, addr)
+    });
     let mut members: Vec<MemberRow> = answers
         .into_iter()
         .map(|(addr, status)| {
@@ -307,10 +419,41 @@ fn build_report(answers: BTreeMap<String, Result<MemberStatus, String>>) -> Stat
     StatusReport { members, leader }
 }
 
+/// The membership, from the leader's own answer if it gave one (a member
+/// that was removed may never learn it), else from the first endpoint, in
+/// the order given, that answered (else any member that answered); each
+/// member with its own answer, found by address or, for a member that
+/// answered under another address, by id.
+fn build_member_list(endpoints: &[String], answers: Answers) -> MemberList {
+    let leader = find_leader(&answers);
+    let ok = || answers.values().filter_map(|r| r.as_ref().ok());
+    let source = ok()
+        .find(|s| Some(s.id) == leader && s.role == "Leader")
+        .or_else(|| endpoints.iter().find_map(|e| answers.get(e).and_then(|r| r.as_ref().ok())))
+        .or_else(|| ok().next());
+    let infos: Vec<MemberInfo> = source.map(|s| s.members.clone()).unwrap_or_default();
+    let mut members: Vec<ListedMember> = infos
+        .into_iter()
+        .map(|info| {
+            let status = match answers.get(&info.addr) {
+                Some(Ok(s)) if s.id != info.id => Err(format!("{} answers as member {}", info.addr, s.id)),
+                Some(r) => r.clone(),
+                None => ok().find(|s| s.id == info.id).cloned().ok_or_else(|| "not asked".to_owned()),
+            };
+            ListedMember { leader: Some(info.id) == leader, info, status }
+        })
+        .collect();
+    members.sort_by_key(|m| m.info.id);
+    let leader = leader.map(|id| {
+        let addr = members.iter().find(|m| m.info.id == id).map(|m| m.info.addr.clone()).unwrap_or_default();
+        (id, addr)
+    });
+    MemberList { members, leader }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use graft_kv::protocol::MemberInfo;
 
     fn member(id: u64, role: &str, term: u64, leader: Option<u64>) -> MemberStatus {
         MemberStatus {
@@ -349,6 +492,81 @@ mod tests {
         assert_eq!(build_report(answers).leader, Some((1, "h:1".to_owned())));
     }
 
+    /// A member's answer listing `members` as (id, voter).
+    fn listing(id: u64, role: &str, term: u64, leader: Option<u64>, members: &[(u64, bool)]) -> MemberStatus {
+        let members = members.iter().map(|&(i, voter)| MemberInfo { id: i, addr: format!("h:{i}"), voter });
+        MemberStatus { members: members.collect(), ..member(id, role, term, leader) }
+    }
+
+    fn endpoints(ids: &[u64]) -> Vec<String> {
+        ids.iter().map(|i| format!("h:{i}")).collect()
+    }
+
+    fn ids_of(list: &MemberList) -> Vec<(u64, bool, bool, bool)> {
+        list.members.iter().map(|m| (m.info.id, m.info.voter, m.leader, m.status.is_ok())).collect()
+    }
+
+    #[test]
+    fn member_list_takes_the_leaders_membership() {
+        // Member 1 was removed and never learned it; the leader's list counts.
+        let mut answers = BTreeMap::new();
+        answers.insert(
+            "h:1".to_owned(),
+            Ok(listing(1, "Follower", 2, Some(3), &[(1, true), (2, true), (3, true)])),
+        );
+        answers.insert(
+            "h:2".to_owned(),
+            Ok(listing(2, "Follower", 2, Some(3), &[(2, true), (3, true), (9, false)])),
+        );
+        answers.insert(
+            "h:3".to_owned(),
+            Ok(listing(3, "Leader", 2, Some(3), &[(2, true), (3, true), (9, false)])),
+        );
+        answers.insert("h:9".to_owned(), Err("connection refused".to_owned()));
+        let list = build_member_list(&endpoints(&[1, 2, 3]), answers);
+        assert_eq!(ids_of(&list), [(2, true, false, true), (3, true, true, true), (9, false, false, false)]);
+        assert_eq!(list.leader, Some((3, "h:3".to_owned())));
+        assert_eq!(list.members[2].status, Err("connection refused".to_owned()));
+    }
+
+    #[test]
+    fn member_list_without_the_leader_takes_the_first_endpoint_that_answered() {
+        let mut answers = BTreeMap::new();
+        answers.insert("h:1".to_owned(), Err("refused".to_owned()));
+        answers.insert(
+            "h:2".to_owned(),
+            Ok(listing(2, "Follower", 4, Some(1), &[(1, true), (2, true), (3, true)])),
+        );
+        answers.insert(
+            "h:3".to_owned(),
+            Ok(listing(3, "Follower", 4, Some(1), &[(1, true), (2, true), (3, false)])),
+        );
+        let list = build_member_list(&endpoints(&[1, 3, 2]), answers.clone());
+        // Endpoint order: h:1 (no answer), then h:3, whose list says 3 is a learner.
+        assert_eq!(ids_of(&list), [(1, true, true, false), (2, true, false, true), (3, false, false, true)]);
+        assert_eq!(list.leader, Some((1, "h:1".to_owned())));
+        let list = build_member_list(&endpoints(&[2]), answers.clone());
+        assert_eq!(ids_of(&list)[2], (3, true, false, true));
+        // No endpoint answered (members found through others did): any answer.
+        let list = build_member_list(&endpoints(&[7]), answers);
+        assert_eq!(list.members.len(), 3);
+    }
+
+    #[test]
+    fn member_list_matches_answers_by_address_then_id() {
+        let three = [(1, true), (2, true), (3, true)];
+        let mut answers = BTreeMap::new();
+        // Member 1 answered under another name for its address.
+        answers.insert("localhost:1".to_owned(), Ok(listing(1, "Leader", 1, Some(1), &three)));
+        answers.insert("h:2".to_owned(), Ok(listing(2, "Follower", 1, Some(1), &three)));
+        // Something else now listens at member 3's address.
+        answers.insert("h:3".to_owned(), Ok(listing(7, "Follower", 1, Some(1), &three)));
+        let list = build_member_list(&["localhost:1".to_owned()], answers);
+        assert_eq!(ids_of(&list), [(1, true, true, true), (2, true, false, true), (3, true, false, false)]);
+        assert_eq!(list.members[2].status, Err("h:3 answers as member 7".to_owned()));
+        assert_eq!(list.leader, Some((1, "h:1".to_owned())));
+    }
+
     #[test]
     fn codes() {
         let unavailable = ClientError::Unavailable {
@@ -377,6 +595,24 @@ mod tests {
         );
         let e = anyhow::Error::new(none).context("status");
         assert_eq!((Code::of_error(&e), outcome_unknown(&e)), (Code::Unavailable, false));
+        // Membership changes: refused is a usage error, known not to have
+        // happened; no answer in time is exit 3, outcome unknown.
+        let refused = ApiError::Invalid("membership change refused: after the change, ...".into());
+        let e = change_error(ClientError::Api(refused)).context("member promote 9");
+        assert_eq!((Code::of_error(&e), outcome_unknown(&e)), (Code::Usage, false));
+        let timed_out = ClientError::Unavailable {
+            tried: vec!["a:1".into()],
+            last_error: "a:1: unavailable: membership change refused for now: ...".into(),
+            timeout: std::time::Duration::from_secs(1),
+            write: false,
+        };
+        let e = change_error(timed_out).context("member remove 2");
+        assert_eq!((Code::of_error(&e), outcome_unknown(&e)), (Code::Unavailable, true));
+        assert!(
+            format!("{e:#}")
+                .starts_with("member remove 2: membership change outcome unknown: cluster unavailable"),
+            "{e:#}"
+        );
         assert!(Code::Unavailable > Code::Usage && Code::Usage > Code::NoMatch && Code::NoMatch > Code::Ok);
     }
 

@@ -3,8 +3,11 @@
 //! Plain: `get` prints the value's bytes as they are; `put` the new version;
 //! `delete` the word `deleted`; `cas` `swapped (version N)` or
 //! `not swapped: ...`; `scan` `KEY<TAB>VALUE` lines; `status` a table;
-//! `leader transfer` `leader is now member N`. A missing key prints nothing
-//! on standard output (the message goes to standard error).
+//! `leader transfer` `leader is now member N`; `member list` a table;
+//! `member add` `member N added as learner[ (promoted to voter once caught
+//! up)]`, `member remove` `member N removed`, `member promote` `member N
+//! promoted to voter`. A missing key prints nothing on standard output (the
+//! message goes to standard error).
 //!
 //! JSON: one object on one line per command, failed or not, with
 //! `command`, `ok` and `exit` (its exit code). Keys and values are strings
@@ -17,7 +20,7 @@ use graft_kv::protocol::Versioned;
 use serde_json::{json, Map, Value};
 
 use crate::cli::OutputFormat;
-use crate::exec::{Code, Outcome, StatusReport};
+use crate::exec::{Code, MemberList, Outcome, StatusReport};
 
 /// The text for a successful command's standard output.
 pub fn render(format: OutputFormat, outcome: &Outcome) -> Vec<u8> {
@@ -111,6 +114,15 @@ fn plain(outcome: &Outcome) -> Vec<u8> {
         Outcome::Transferred { to } => {
             out.extend_from_slice(format!("leader is now member {to}\n").as_bytes())
         }
+        Outcome::Members(list) => out.extend_from_slice(member_table(list).as_bytes()),
+        Outcome::MemberAdded { id, promote, .. } => {
+            let then = if *promote { " (promoted to voter once caught up)" } else { "" };
+            out.extend_from_slice(format!("member {id} added as learner{then}\n").as_bytes())
+        }
+        Outcome::MemberRemoved { id } => out.extend_from_slice(format!("member {id} removed\n").as_bytes()),
+        Outcome::MemberPromoted { id } => {
+            out.extend_from_slice(format!("member {id} promoted to voter\n").as_bytes())
+        }
     }
     out
 }
@@ -134,19 +146,60 @@ fn status_table(report: &StatusReport) -> String {
                 s.last_index.to_string(),
                 "yes".to_owned(),
             ],
-            Err(e) => {
-                let mut r = vec![id, m.addr.clone()];
-                r.extend(std::iter::repeat_n("-".to_owned(), 6));
-                r.push(format!("no ({e})"));
-                r
-            }
+            Err(e) => unreachable_row(vec![id, m.addr.clone()], header.len(), e),
         };
         rows.push(row);
     }
-    let widths: Vec<usize> =
-        (0..header.len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    table(&rows) + &leader_line(report.leader.as_ref())
+}
+
+/// The `member list` table: each member as the membership says (KIND:
+/// voter or learner), then its own answer (ROLE, TERM, APPLIED) if it gave one.
+fn member_table(list: &MemberList) -> String {
+    let header = ["ID", "ADDRESS", "KIND", "ROLE", "TERM", "APPLIED", "REACHABLE"];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
+    for m in &list.members {
+        let start = vec![m.info.id.to_string(), m.info.addr.clone(), kind(m.info.voter).to_owned()];
+        let row = match &m.status {
+            Ok(s) => {
+                let mut r = start;
+                r.extend([s.role.clone(), s.term.to_string(), s.applied.to_string(), "yes".to_owned()]);
+                r
+            }
+            Err(e) => unreachable_row(start, header.len(), e),
+        };
+        rows.push(row);
+    }
+    table(&rows) + &leader_line(list.leader.as_ref())
+}
+
+/// `voter` or `learner`.
+fn kind(voter: bool) -> &'static str {
+    if voter {
+        "voter"
+    } else {
+        "learner"
+    }
+}
+
+/// A row for a member that gave no answer: `start`, then `-` up to the last
+/// of `columns`, which is `no (WHY)`.
+fn unreachable_row(mut start: Vec<String>, columns: usize, why: &str) -> Vec<String> {
+    let dashes = columns.saturating_sub(start.len() + 1);
+    start.extend(std::iter::repeat_n("-".to_owned(), dashes));
+    start.push(format!("no ({why})"));
+    start
+}
+
+/// Rows (the first is the header) as left-aligned columns two spaces apart;
+/// the last column is not padded.
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|cell| cell.chars().count()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
-    for row in &rows {
+    for row in rows {
         let cells: Vec<String> = row
             .iter()
             .enumerate()
@@ -163,11 +216,15 @@ fn status_table(report: &StatusReport) -> String {
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
-    match &report.leader {
-        Some((id, addr)) => out.push_str(&format!("leader: member {id} at {addr}\n")),
-        None => out.push_str("leader: none known\n"),
-    }
     out
+}
+
+/// `leader: member N at ADDR`, or `leader: none known`, and a newline.
+fn leader_line(leader: Option<&(u64, String)>) -> String {
+    match leader {
+        Some((id, addr)) => format!("leader: member {id} at {addr}\n"),
+        None => "leader: none known\n".to_owned(),
+    }
 }
 
 /// How many entries a log holds, from its first and last index.
@@ -204,6 +261,10 @@ fn json_outcome(outcome: &Outcome) -> Value {
         Outcome::Scanned { .. } => "scan",
         Outcome::Status(_) => "status",
         Outcome::Transferred { .. } => "leader transfer",
+        Outcome::Members(_) => "member list",
+        Outcome::MemberAdded { .. } => "member add",
+        Outcome::MemberRemoved { .. } => "member remove",
+        Outcome::MemberPromoted { .. } => "member promote",
     };
     obj.insert("command".into(), Value::from(name));
     obj.insert("ok".into(), Value::from(code == Code::Ok));
@@ -246,10 +307,7 @@ fn json_outcome(outcome: &Outcome) -> Value {
             obj.insert("items".into(), Value::Array(items));
         }
         Outcome::Status(report) => {
-            obj.insert(
-                "leader".into(),
-                report.leader.as_ref().map_or(Value::Null, |(id, addr)| json!({"id": id, "addr": addr})),
-            );
+            obj.insert("leader".into(), leader_json(report.leader.as_ref()));
             let members = report
                 .members
                 .iter()
@@ -275,15 +333,55 @@ fn json_outcome(outcome: &Outcome) -> Value {
         Outcome::Transferred { to } => {
             obj.insert("leader".into(), Value::from(*to));
         }
+        Outcome::Members(list) => {
+            obj.insert("leader".into(), leader_json(list.leader.as_ref()));
+            let members = list
+                .members
+                .iter()
+                .map(|m| {
+                    let mut item = Map::new();
+                    item.insert("id".into(), Value::from(m.info.id));
+                    item.insert("addr".into(), Value::from(m.info.addr.as_str()));
+                    item.insert("voter".into(), Value::from(m.info.voter));
+                    item.insert("is_leader".into(), Value::from(m.leader));
+                    item.insert("reachable".into(), Value::from(m.status.is_ok()));
+                    match &m.status {
+                        Ok(s) => {
+                            item.insert("role".into(), Value::from(s.role.as_str()));
+                            item.insert("term".into(), Value::from(s.term));
+                            item.insert("applied".into(), Value::from(s.applied));
+                        }
+                        Err(e) => {
+                            item.insert("error".into(), Value::from(e.as_str()));
+                        }
+                    }
+                    Value::Object(item)
+                })
+                .collect();
+            obj.insert("members".into(), Value::Array(members));
+        }
+        Outcome::MemberAdded { id, addr, promote } => {
+            obj.insert("id".into(), Value::from(*id));
+            obj.insert("addr".into(), Value::from(addr.as_str()));
+            obj.insert("promote".into(), Value::from(*promote));
+        }
+        Outcome::MemberRemoved { id } | Outcome::MemberPromoted { id } => {
+            obj.insert("id".into(), Value::from(*id));
+        }
     }
     Value::Object(obj)
+}
+
+/// `{id, addr}` of the leader, or `null`.
+fn leader_json(leader: Option<&(u64, String)>) -> Value {
+    leader.map_or(Value::Null, |(id, addr)| json!({"id": id, "addr": addr}))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::MemberRow;
-    use graft_kv::protocol::MemberStatus;
+    use crate::exec::{ListedMember, MemberRow};
+    use graft_kv::protocol::{MemberInfo, MemberStatus};
 
     fn v(value: &'static [u8], version: u64) -> Versioned {
         Versioned { value: Bytes::from_static(value), version }
@@ -323,6 +421,16 @@ mod tests {
         let items = vec![(Bytes::from("a/1"), v(b"one", 2)), (Bytes::from("a/2"), v(b"two", 3))];
         assert_eq!(plain_text(&Outcome::Scanned { prefix: "a/".into(), items }), "a/1\tone\na/2\ttwo\n");
         assert_eq!(plain_text(&Outcome::Transferred { to: 2 }), "leader is now member 2\n");
+        assert_eq!(
+            plain_text(&Outcome::MemberAdded { id: 4, addr: "h:4".into(), promote: true }),
+            "member 4 added as learner (promoted to voter once caught up)\n"
+        );
+        assert_eq!(
+            plain_text(&Outcome::MemberAdded { id: 4, addr: "h:4".into(), promote: false }),
+            "member 4 added as learner\n"
+        );
+        assert_eq!(plain_text(&Outcome::MemberRemoved { id: 4 }), "member 4 removed\n");
+        assert_eq!(plain_text(&Outcome::MemberPromoted { id: 4 }), "member 4 promoted to voter\n");
     }
 
     #[test]
@@ -347,6 +455,15 @@ mod tests {
         assert_eq!((j["deleted"].clone(), j["previous_version"].clone()), (json!(true), json!(7)));
         let j = json_of(&Outcome::Put { key: "k".into(), version: 8 });
         assert_eq!(j, json!({"command": "put", "ok": true, "exit": 0, "key": "k", "version": 8}));
+        let j = json_of(&Outcome::MemberAdded { id: 4, addr: "h:4".into(), promote: false });
+        assert_eq!(
+            j,
+            json!({"command": "member add", "ok": true, "exit": 0, "id": 4, "addr": "h:4", "promote": false})
+        );
+        let j = json_of(&Outcome::MemberRemoved { id: 4 });
+        assert_eq!(j, json!({"command": "member remove", "ok": true, "exit": 0, "id": 4}));
+        let j = json_of(&Outcome::MemberPromoted { id: 4 });
+        assert_eq!(j, json!({"command": "member promote", "ok": true, "exit": 0, "id": 4}));
     }
 
     #[test]
@@ -410,5 +527,64 @@ mod tests {
             j["members"][1],
             json!({"id": 2, "addr": "h:2", "reachable": false, "error": "connection refused"})
         );
+    }
+
+    #[test]
+    fn member_table_and_json() {
+        let s = MemberStatus {
+            id: 1,
+            cluster: "c".into(),
+            role: "Leader".into(),
+            term: 3,
+            leader: Some(1),
+            commit: 20,
+            applied: 19,
+            first_index: 5,
+            last_index: 20,
+            members: vec![],
+        };
+        let list = MemberList {
+            members: vec![
+                ListedMember {
+                    info: MemberInfo { id: 1, addr: "h:1".into(), voter: true },
+                    leader: true,
+                    status: Ok(s),
+                },
+                ListedMember {
+                    info: MemberInfo { id: 9, addr: "h:9".into(), voter: false },
+                    leader: false,
+                    status: Err("connection refused".into()),
+                },
+            ],
+            leader: Some((1, "h:1".into())),
+        };
+        let text = plain_text(&Outcome::Members(list.clone()));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        let cells = |l: &str| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(cells(lines[0]), ["ID", "ADDRESS", "KIND", "ROLE", "TERM", "APPLIED", "REACHABLE"]);
+        assert_eq!(cells(lines[1]), ["1", "h:1", "voter", "Leader", "3", "19", "yes"]);
+        assert_eq!(cells(lines[2]), ["9", "h:9", "learner", "-", "-", "-", "no", "(connection", "refused)"]);
+        // Columns line up: REACHABLE starts where `yes` and `no` do.
+        let at = lines[0].find("REACHABLE");
+        assert!(at.is_some() && lines[1].find("yes") == at && lines[2].find("no (") == at, "{text}");
+        assert_eq!(lines[3], "leader: member 1 at h:1");
+        let j = json_of(&Outcome::Members(list.clone()));
+        assert_eq!(
+            j,
+            json!({
+                "command": "member list", "ok": true, "exit": 0,
+                "leader": {"id": 1, "addr": "h:1"},
+                "members": [
+                    {"id": 1, "addr": "h:1", "voter": true, "is_leader": true, "reachable": true,
+                     "role": "Leader", "term": 3, "applied": 19},
+                    {"id": 9, "addr": "h:9", "voter": false, "is_leader": false, "reachable": false,
+                     "error": "connection refused"},
+                ],
+            })
+        );
+        let none = MemberList { leader: None, ..list };
+        assert!(plain_text(&Outcome::Members(none.clone())).ends_with("\nleader: none known\n"));
+        assert_eq!(json_of(&Outcome::Members(none))["leader"], Value::Null);
     }
 }

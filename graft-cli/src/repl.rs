@@ -86,27 +86,50 @@ fn prepare_history(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Completion of command names, `leader` subcommands and options.
+/// Completion of command names, subcommands (`leader`, `member`) and options.
 struct GraftHelper {
-    /// Each command's name, with its subcommands and long options.
+    /// Each command and subcommand (by its path, `member add`), with its
+    /// subcommands' names and long options.
     vocabulary: Vec<(String, Vec<String>)>,
 }
 
 impl GraftHelper {
     /// Candidates for the word being typed, given the words before it.
+    /// After `help`, the command path being typed is completed (names only).
     fn candidates(&self, before: &[&str], word: &str) -> Vec<String> {
-        let names = || self.vocabulary.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
-        let pool: Vec<String> = match before.first() {
-            None => names(),
-            Some(&"help") if before.len() == 1 => names(),
-            Some(cmd) => {
-                let words = self
-                    .vocabulary
+        let (help, path) = match before.split_first() {
+            Some((&"help", rest)) => (true, rest),
+            _ => (false, before),
+        };
+        // The longest command path the words start with (`member add`).
+        let mut found: Option<&(String, Vec<String>)> = None;
+        let mut depth = 0;
+        for (i, w) in path.iter().enumerate() {
+            let name = match found {
+                None => (*w).to_owned(),
+                Some((n, _)) => format!("{n} {w}"),
+            };
+            match self.vocabulary.iter().find(|(n, _)| *n == name) {
+                Some(entry) => {
+                    found = Some(entry);
+                    depth = i + 1;
+                }
+                None => break,
+            }
+        }
+        let pool: Vec<String> = match found {
+            None if path.is_empty() => {
+                self.vocabulary.iter().filter(|(n, _)| !n.contains(' ')).map(|(n, _)| n.clone()).collect()
+            }
+            // An unknown command: nothing to offer.
+            None => Vec::new(),
+            Some((_, words)) => {
+                let at_path_end = path.len() == depth;
+                words
                     .iter()
-                    .find(|(n, _)| n == cmd)
-                    .map(|(_, w)| w.clone())
-                    .unwrap_or_default();
-                words.into_iter().filter(|w| w.starts_with('-') || before.len() == 1).collect()
+                    .filter(|w| if w.starts_with('-') { !help } else { at_path_end })
+                    .cloned()
+                    .collect()
             }
         };
         let mut out: Vec<String> = pool.into_iter().filter(|c| c.starts_with(word)).collect();
@@ -169,6 +192,32 @@ mod tests {
         assert_eq!(h.candidates(&["cas", "k", "v"], "--a"), vec!["--absent"]);
         // Keys and values are not completed.
         assert!(h.candidates(&["get"], "k").is_empty());
+        assert!(h.candidates(&["frobnicate"], "").is_empty());
+    }
+
+    #[test]
+    fn completes_member_subcommands_and_their_options() {
+        let h = helper();
+        assert_eq!(h.candidates(&[], "me"), vec!["member"]);
+        assert_eq!(h.candidates(&["member"], ""), vec!["--help", "add", "help", "list", "promote", "remove"]);
+        assert_eq!(h.candidates(&["member"], "p"), vec!["promote"]);
+        assert_eq!(h.candidates(&["member"], "re"), vec!["remove"]);
+        assert_eq!(h.candidates(&["member", "add", "9", "h:1"], "--l"), vec!["--learner"]);
+        assert_eq!(h.candidates(&["member", "add"], "--"), vec!["--help", "--learner"]);
+        // The id and address are not completed, nor subcommands after them.
+        assert!(h.candidates(&["member", "add"], "a").is_empty());
+        assert!(h.candidates(&["member", "remove", "3"], "").contains(&"--help".to_owned()));
+        assert!(!h.candidates(&["member", "remove", "3"], "").contains(&"list".to_owned()));
+        assert!(h.candidates(&["member", "list"], "--l").is_empty());
+    }
+
+    #[test]
+    fn completes_after_help() {
+        let h = helper();
+        assert_eq!(h.candidates(&["help"], "me"), vec!["member"]);
+        assert_eq!(h.candidates(&["help", "member"], "a"), vec!["add"]);
+        assert_eq!(h.candidates(&["help", "leader"], ""), vec!["help", "transfer"]);
+        assert!(h.candidates(&["help", "member", "add"], "--").is_empty());
     }
 
     #[test]

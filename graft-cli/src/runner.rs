@@ -69,7 +69,13 @@ impl Runner {
         };
         match result {
             None => {
-                let unknown = if cmd.is_write() { "; the write's outcome is unknown" } else { "" };
+                let unknown = if cmd.is_write() {
+                    "; the write's outcome is unknown"
+                } else if cmd.is_member_change() {
+                    "; the membership change's outcome is unknown"
+                } else {
+                    ""
+                };
                 eprintln!("{prefix}cancelled{unknown}");
                 Step::Continue(Code::Unavailable)
             }

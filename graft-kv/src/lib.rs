@@ -14,6 +14,8 @@
 //! - [`client`]: [`Client`], the Rust client graft-cli uses.
 //! - [`config`]: the cluster file and the built-in default cluster.
 //! - [`demo`]: `graft-kv demo-timestamps`, the original project's behaviour.
+//! - [`workload`]: the linearizability workload behind the fault tests and
+//!   `graft-cli verify`.
 
 #![warn(missing_docs)]
 
@@ -28,6 +30,7 @@ pub mod server;
 pub mod snapshot;
 pub mod storage;
 pub mod transport;
+pub mod workload;
 
 pub use client::{Client, ClientError, ClientOptions};
 pub use config::ClusterConfig;

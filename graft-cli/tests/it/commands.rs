@@ -249,6 +249,27 @@ fn an_unreachable_cluster_exits_3_and_lists_the_endpoints_tried() {
         "{status:?}"
     );
     assert!(status.stderr.contains(&format!("127.0.0.1:{}", ports[1])), "{status:?}");
+    let list = with(&["member", "list"]);
+    assert_eq!(list.code, 3, "{list:?}");
+    assert!(
+        list.stderr.starts_with("graft-cli: error: member list: cluster unavailable: no member answered"),
+        "{list:?}"
+    );
+
+    // A membership change that got no answer may or may not have happened.
+    let remove = with(&["--output", "json", "member", "remove", "2"]);
+    assert_eq!(remove.code, 3, "{remove:?}");
+    assert!(
+        remove.stderr.starts_with(
+            "graft-cli: error: member remove 2: membership change outcome unknown: cluster unavailable"
+        ),
+        "{remove:?}"
+    );
+    let j = remove.json();
+    assert_eq!(
+        (j["command"].clone(), j["exit"].clone(), j["outcome_unknown"].clone()),
+        (json!("member remove"), json!(3), json!(true))
+    );
 
     let cas = with(&["--output", "json", "cas", "k", "a", "b"]);
     assert_eq!(cas.code, 3);
@@ -279,6 +300,13 @@ fn usage_errors_exit_2_with_one_line() {
         &["--endpoints", "nohostport", "get", "k"],
         &["leader"],
         &["get", "k", "extra"],
+        &["member"],
+        &["member", "add", "4"],
+        &["member", "add", "0", "127.0.0.1:1"],
+        &["member", "add", "4", "nohostport"],
+        &["member", "remove", "four"],
+        &["member", "promote"],
+        &["member", "list", "extra"],
     ] {
         let r = run_cli(args, None);
         assert_eq!(r.code, 2, "{args:?}: {r:?}");
@@ -291,13 +319,29 @@ fn usage_errors_exit_2_with_one_line() {
 
     let help = run_cli(&["--help"], None);
     assert_eq!(help.code, 0);
-    for needle in
-        ["get", "put", "delete", "cas", "scan", "status", "leader", "--endpoints", "--timeout", "--output"]
-    {
+    for needle in [
+        "get",
+        "put",
+        "delete",
+        "cas",
+        "scan",
+        "status",
+        "leader",
+        "member",
+        "--endpoints",
+        "--timeout",
+        "--output",
+    ] {
         assert!(help.stdout.contains(needle), "--help mentions {needle}");
     }
-    assert!(help.stdout.contains("3  cluster unavailable or timed out; for a write the outcome is unknown"));
+    assert!(help.stdout.contains("3  cluster unavailable or timed out; for a write or a membership change"));
     let help = run_cli(&["help", "cas"], None);
     assert_eq!(help.code, 0);
     assert!(help.stdout.contains("--absent") && help.stdout.contains("--version <V>"), "{help:?}");
+    let help = run_cli(&["help", "member", "add"], None);
+    assert_eq!(help.code, 0);
+    assert!(
+        help.stdout.contains("--learner") && help.stdout.contains("graft-kv serve --id ID --join"),
+        "{help:?}"
+    );
 }

@@ -3,6 +3,7 @@
 
 mod commands;
 mod exactly_once;
+mod members;
 mod repl;
 mod stdin;
 mod util;

@@ -79,6 +79,23 @@ fn a_person_at_the_repl() {
     p.send_line("help").expect("type");
     p.exp_string("Commands:").expect("help");
     p.exp_string("leader").expect("help lists leader");
+    p.exp_string("member").expect("help lists member");
+    p.exp_string(&leader_prompt).expect("prompt");
+
+    // Tab completes `member` and its subcommands; `help member` describes them.
+    p.send("mem\t").expect("type");
+    p.flush().expect("flush");
+    p.exp_string("member").expect("completed to member");
+    p.send(" li\t").expect("type");
+    p.flush().expect("flush");
+    p.exp_string("list").expect("completed to list");
+    p.send_line("").expect("enter");
+    p.exp_string("KIND").expect("member table");
+    p.exp_string(&format!("leader: member {leader} at {}", cluster.addr(leader)))
+        .expect("member list leader line");
+    p.exp_string(&leader_prompt).expect("prompt");
+    p.send_line("help member").expect("type");
+    p.exp_string("promote").expect("help member lists its subcommands");
     p.exp_string(&leader_prompt).expect("prompt");
 
     // After a leadership transfer the prompt names the new leader.

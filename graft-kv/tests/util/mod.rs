@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use graft_kv::protocol::MemberStatus;
 use graft_kv::{Client, ClientOptions};
 
+pub mod proxy;
+
 /// The graft-kv binary under test.
 pub fn graft_kv_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_graft-kv"))
@@ -29,6 +31,8 @@ pub struct Member {
     pub data_dir: PathBuf,
     pub log_file: PathBuf,
     pub child: Option<Child>,
+    /// Where it binds, if not `addr` (behind a proxy).
+    pub listen: Option<String>,
     /// For a member that joined later: the member it joins through, and
     /// whether it becomes a voter.
     pub join: Option<(String, bool)>,
@@ -86,6 +90,7 @@ impl Cluster {
                 data_dir: dir.path().join(format!("member-{id}")),
                 log_file: dir.path().join(format!("member-{id}.log")),
                 child: None,
+                listen: None,
                 join: None,
             });
         }
@@ -110,7 +115,14 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&m.data_dir);
         if let Some((target, promote)) = &m.join {
-            cmd.args(["--join", target, "--listen", &m.addr]);
+            cmd.args([
+                "--join",
+                target,
+                "--listen",
+                m.listen.as_deref().unwrap_or(&m.addr),
+                "--advertise",
+                &m.addr,
+            ]);
             if !promote {
                 cmd.arg("--learner");
             }
@@ -127,17 +139,62 @@ impl Cluster {
 
     /// Starts a new member `id` that joins through member `through`.
     pub fn join_member(&mut self, id: u64, through: u64, promote: bool) {
-        let target = self.members.iter().find(|m| m.id == through).expect("member").addr.clone();
         let port = free_ports(1)[0];
+        self.join_member_at(id, through, promote, format!("127.0.0.1:{port}"), None);
+    }
+
+    /// Starts a new member `id` that joins through member `through`,
+    /// advertising `addr` and binding `listen` (if not `addr`).
+    pub fn join_member_at(
+        &mut self,
+        id: u64,
+        through: u64,
+        promote: bool,
+        addr: String,
+        listen: Option<String>,
+    ) {
+        let target = self.members.iter().find(|m| m.id == through).expect("member").addr.clone();
         self.members.push(Member {
             id,
-            addr: format!("127.0.0.1:{port}"),
+            addr,
+            listen,
             data_dir: self.dir.path().join(format!("member-{id}")),
             log_file: self.dir.path().join(format!("member-{id}.log")),
             child: None,
             join: Some((target, promote)),
         });
         self.start_member(id);
+    }
+
+    /// Like `configure_with`, but every member is reached through a proxy:
+    /// the cluster file's `addr` is the proxy's port and `listen` the
+    /// member's own. Returns the proxy routes to start.
+    pub fn configure_proxied(n: u64, extra: &str) -> (Cluster, Vec<(u64, std::net::TcpListener, String)>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let real = free_ports(n as usize);
+        let mut toml = format!("cluster_id = \"test-cluster\"\n{extra}\n");
+        let mut members = Vec::new();
+        let mut routes = Vec::new();
+        for (i, port) in real.iter().enumerate() {
+            let id = i as u64 + 1;
+            let proxy = std::net::TcpListener::bind("127.0.0.1:0").expect("proxy port");
+            let addr = proxy.local_addr().expect("addr").to_string();
+            let listen = format!("127.0.0.1:{port}");
+            toml.push_str(&format!("\n[[members]]\nid = {id}\naddr = \"{addr}\"\nlisten = \"{listen}\"\n"));
+            routes.push((id, proxy, listen.clone()));
+            members.push(Member {
+                id,
+                addr,
+                listen: Some(listen),
+                data_dir: dir.path().join(format!("member-{id}")),
+                log_file: dir.path().join(format!("member-{id}.log")),
+                child: None,
+                join: None,
+            });
+        }
+        let config = dir.path().join("cluster.toml");
+        std::fs::write(&config, toml).expect("write cluster file");
+        (Cluster { dir, config, members, cluster_id: "test-cluster".into() }, routes)
     }
 
     /// kill -9.

@@ -45,24 +45,30 @@ pub struct Proxies {
 impl Proxies {
     /// Starts one proxy per member: `(member id, proxy listener, real address)`.
     pub fn start(routes: Vec<(u64, std::net::TcpListener, String)>) -> Proxies {
-        let (faults, rx) = watch::channel(Faults::default());
-        let stats = Arc::new(Mutex::new(HashMap::new()));
+        let (faults, _) = watch::channel(Faults::default());
+        let p = Proxies { faults, stats: Arc::new(Mutex::new(HashMap::new())) };
         for (to, listener, real) in routes {
-            listener.set_nonblocking(true).expect("nonblocking listener");
-            let listener = TcpListener::from_std(listener).expect("tokio listener");
-            let rx = rx.clone();
-            let stats = stats.clone();
-            tokio::spawn(async move {
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else { return };
-                    let (rx, real, stats) = (rx.clone(), real.clone(), stats.clone());
-                    tokio::spawn(async move {
-                        let _ = proxy_conn(stream, to, real, rx, stats).await;
-                    });
-                }
-            });
+            p.add_route(to, listener, real);
         }
-        Proxies { faults, stats }
+        p
+    }
+
+    /// Starts a proxy for member `to`, listening on `listener` and
+    /// forwarding to `real`.
+    pub fn add_route(&self, to: u64, listener: std::net::TcpListener, real: String) {
+        listener.set_nonblocking(true).expect("nonblocking listener");
+        let listener = TcpListener::from_std(listener).expect("tokio listener");
+        let rx = self.faults.subscribe();
+        let stats = self.stats.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let (rx, real, stats) = (rx.clone(), real.clone(), stats.clone());
+                tokio::spawn(async move {
+                    let _ = proxy_conn(stream, to, real, rx, stats).await;
+                });
+            }
+        });
     }
 
     /// Replaces the faults in force.

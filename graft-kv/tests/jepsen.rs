@@ -1,0 +1,390 @@
+//! Jepsen-style tests: real `graft-kv` processes on 127.0.0.1, real TCP,
+//! real disks; concurrent clients doing get, put, delete and
+//! compare-and-swap on a few keys while a nemesis kills, pauses and
+//! partitions members (through a fault-injecting proxy in front of every
+//! member, see `util/proxy.rs`), and changes membership. Afterwards the
+//! faults heal, every key is read, and graft-check decides whether the whole
+//! history is linearizable.
+//!
+//! The default tests run each scenario for about 25 s. The soak runs the
+//! mixed scenario as long as asked:
+//!
+//! ```text
+//! GRAFT_SOAK_SECS=1800 GRAFT_SOAK_SEED=7 cargo test --release -p graft-kv --test jepsen soak -- --ignored --nocapture
+//! ```
+//!
+//! A seed fixes the nemesis's schedule and the clients' choices; the
+//! interleaving of real processes still varies from run to run.
+
+mod util;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use graft_core::rng::Rng;
+use graft_kv::workload::{self, WorkloadOptions};
+use tokio_util::sync::CancellationToken;
+use util::proxy::{Faults, Proxies};
+use util::{signal, Cluster};
+
+/// What the nemesis can do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Nemesis {
+    /// kill -9 a random member or the leader, sometimes a majority; restart.
+    Kill,
+    /// SIGSTOP the leader (or another member), SIGCONT later.
+    Pause,
+    /// Partitions: majority/minority, isolated leader, bridge, one-way.
+    Partition,
+    /// Message loss and delay on every link, with partitions now and then.
+    Lossy,
+    /// Members removed, added, replaced while the workload runs.
+    Membership,
+    /// All of the above.
+    Mixed,
+}
+
+struct Harness {
+    cluster: Cluster,
+    proxies: Proxies,
+    next_id: u64,
+    /// Members paused with SIGSTOP.
+    paused: Vec<u64>,
+    faults: BTreeMap<&'static str, u64>,
+    log: Vec<String>,
+    started: Instant,
+}
+
+impl Harness {
+    fn note(&mut self, kind: &'static str, what: String) {
+        *self.faults.entry(kind).or_default() += 1;
+        self.log.push(format!("{:>6.1}s {what}", self.started.elapsed().as_secs_f64()));
+    }
+
+    fn alive(&self) -> Vec<u64> {
+        self.cluster.running().into_iter().filter(|id| !self.paused.contains(id)).collect()
+    }
+
+    async fn leader(&self) -> Option<u64> {
+        let st = self.cluster.statuses().await;
+        st.iter().filter(|s| s.role == "Leader").max_by_key(|s| s.term).map(|s| s.id)
+    }
+
+    async fn voters(&self) -> Vec<u64> {
+        let st = self.cluster.statuses().await;
+        match st.iter().filter(|s| s.role == "Leader").max_by_key(|s| s.term) {
+            Some(l) => l.members.iter().filter(|m| m.voter).map(|m| m.id).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Undoes every fault: network, pauses, crashes.
+    fn heal(&mut self) {
+        self.proxies.heal();
+        for id in std::mem::take(&mut self.paused) {
+            if let Some(pid) = self.cluster.pid(id) {
+                signal(pid, libc::SIGCONT);
+            }
+        }
+        let ids: Vec<u64> = self.cluster.members.iter().map(|m| m.id).collect();
+        for id in ids {
+            if self.cluster.member(id).child.is_none() && !self.removed(id) {
+                self.cluster.start_member(id);
+            }
+        }
+    }
+
+    fn removed(&self, id: u64) -> bool {
+        self.log.iter().any(|l| l.ends_with(&format!("removed member {id}")))
+    }
+
+    async fn step(&mut self, nemesis: Nemesis, rng: &mut Rng) {
+        let kind = match nemesis {
+            Nemesis::Mixed => {
+                [Nemesis::Kill, Nemesis::Pause, Nemesis::Partition, Nemesis::Lossy, Nemesis::Membership]
+                    [rng.range(0, 5) as usize]
+            }
+            k => k,
+        };
+        let ids = self.alive();
+        let pick = |rng: &mut Rng, from: &[u64]| from[rng.range(0, from.len() as u64) as usize];
+        match kind {
+            Nemesis::Kill => {
+                let leader = self.leader().await;
+                let mut victims = Vec::new();
+                match rng.range(0, 4) {
+                    0 | 1 => victims.extend(leader.or_else(|| ids.first().copied())),
+                    2 => victims.push(pick(rng, &ids)),
+                    _ => {
+                        // A majority at once.
+                        let mut all = ids.clone();
+                        while victims.len() < ids.len() / 2 + 1 && !all.is_empty() {
+                            let v = pick(rng, &all);
+                            all.retain(|&x| x != v);
+                            victims.push(v);
+                        }
+                    }
+                }
+                for v in &victims {
+                    self.cluster.kill(*v);
+                }
+                self.note("kill", format!("kill -9 {victims:?} (leader was {leader:?})"));
+                tokio::time::sleep(Duration::from_millis(rng.range(300, 2000))).await;
+                for v in victims {
+                    self.cluster.start_member(v);
+                }
+            }
+            Nemesis::Pause => {
+                let target = match self.leader().await {
+                    Some(l) if rng.chance(0.7) => l,
+                    _ => pick(rng, &ids),
+                };
+                if let Some(pid) = self.cluster.pid(target) {
+                    signal(pid, libc::SIGSTOP);
+                    self.paused.push(target);
+                    self.note("pause", format!("SIGSTOP {target}"));
+                    tokio::time::sleep(Duration::from_millis(rng.range(500, 3000))).await;
+                    signal(pid, libc::SIGCONT);
+                    self.paused.retain(|&p| p != target);
+                    self.log.push(format!("{:>6.1}s SIGCONT {target}", self.started.elapsed().as_secs_f64()));
+                }
+            }
+            Nemesis::Partition | Nemesis::Lossy => {
+                let all: Vec<u64> = self.cluster.members.iter().map(|m| m.id).collect();
+                let mut f = Faults::default();
+                if kind == Nemesis::Lossy {
+                    f.loss = [0.05, 0.1, 0.3][rng.range(0, 3) as usize];
+                    f.delay_ms = (0, rng.range(5, 60));
+                }
+                if kind == Nemesis::Partition || rng.chance(0.3) {
+                    let leader = self.leader().await;
+                    let (desc, blocked) = partition(rng, &all, leader);
+                    f.blocked = blocked;
+                    self.note("partition", format!("partition: {desc}"));
+                }
+                if kind == Nemesis::Lossy {
+                    self.note(
+                        "lossy",
+                        format!("loss {:.0}%, delay up to {} ms", f.loss * 100.0, f.delay_ms.1),
+                    );
+                }
+                self.proxies.set(f);
+                tokio::time::sleep(Duration::from_millis(rng.range(1000, 4000))).await;
+                self.proxies.heal();
+            }
+            Nemesis::Membership => self.change_membership(rng).await,
+            Nemesis::Mixed => unreachable!("resolved above"),
+        }
+        tokio::time::sleep(Duration::from_millis(rng.range(200, 1500))).await;
+    }
+
+    /// Removes a voter, adds a fresh member, or replaces one (remove, then
+    /// add), keeping between 3 and 5 voters.
+    async fn change_membership(&mut self, rng: &mut Rng) {
+        let client = self.cluster.client();
+        let voters = self.voters().await;
+        if voters.is_empty() {
+            return;
+        }
+        let remove = voters.len() > 3 && (voters.len() >= 5 || rng.chance(0.5));
+        if remove {
+            let victim = voters[rng.range(0, voters.len() as u64) as usize];
+            match client.remove_member(victim).await {
+                Ok(()) => {
+                    self.note("membership", format!("removed member {victim}"));
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    self.cluster.kill(victim);
+                }
+                Err(e) => self.log.push(format!("remove {victim} refused: {e}")),
+            }
+        } else {
+            let id = self.next_id;
+            self.next_id += 1;
+            let through = voters[0];
+            let proxy = std::net::TcpListener::bind("127.0.0.1:0").expect("proxy port");
+            let addr = proxy.local_addr().expect("addr").to_string();
+            let listen = format!("127.0.0.1:{}", util::free_ports(1)[0]);
+            self.proxies.add_route(id, proxy, listen.clone());
+            self.cluster.join_member_at(id, through, true, addr, Some(listen));
+            self.note("membership", format!("added member {id}"));
+            // Let it catch up and be promoted before the next change.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && !self.voters().await.contains(&id) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// A random partition of `all`: (description, blocked directed links).
+fn partition(
+    rng: &mut Rng,
+    all: &[u64],
+    leader: Option<u64>,
+) -> (String, std::collections::BTreeSet<(u64, u64)>) {
+    let mut ids = all.to_vec();
+    for i in (1..ids.len()).rev() {
+        let j = rng.range(0, i as u64 + 1) as usize;
+        ids.swap(i, j);
+    }
+    let mut blocked = std::collections::BTreeSet::new();
+    let mut cut = |a: &[u64], b: &[u64], both: bool| {
+        for &x in a {
+            for &y in b {
+                blocked.insert((x, y));
+                if both {
+                    blocked.insert((y, x));
+                }
+            }
+        }
+    };
+    let desc = match rng.range(0, 4) {
+        0 => {
+            let k = rng.range(1, ids.len() as u64 / 2 + 1) as usize;
+            cut(&ids[..k], &ids[k..], true);
+            format!("{:?} | {:?}", &ids[..k], &ids[k..])
+        }
+        1 => {
+            let x = leader.unwrap_or(ids[0]);
+            let rest: Vec<u64> = ids.iter().copied().filter(|&i| i != x).collect();
+            cut(&[x], &rest, true);
+            format!("leader {x} isolated")
+        }
+        2 => {
+            let bridge = ids[0];
+            let half = (ids.len() - 1) / 2;
+            let (a, b) = ids[1..].split_at(half);
+            cut(a, b, true);
+            format!("bridge {bridge} between {a:?} and {b:?}")
+        }
+        _ => {
+            let x = leader.unwrap_or(ids[0]);
+            let rest: Vec<u64> = ids.iter().copied().filter(|&i| i != x).collect();
+            if rng.chance(0.5) {
+                cut(&[x], &rest, false);
+                format!("{x} cannot send (one-way)")
+            } else {
+                cut(&rest, &[x], false);
+                format!("{x} cannot receive (one-way)")
+            }
+        }
+    };
+    (desc, blocked)
+}
+
+/// Runs `nemesis` against a fresh proxied cluster for `secs` of workload,
+/// then heals, reads every key and checks the history.
+async fn jepsen(nemesis: Nemesis, seed: u64, secs: u64, members: u64) {
+    let (cluster, routes) =
+        Cluster::configure_proxied(members, "[log]\nmax_entries = 500\nretain_entries = 50\n");
+    let proxies = Proxies::start(routes);
+    let mut cluster = cluster;
+    for id in 1..=members {
+        cluster.start_member(id);
+    }
+    cluster.wait_leader(Duration::from_secs(30)).await;
+    let endpoints = cluster.endpoints();
+    let harness = Arc::new(tokio::sync::Mutex::new(Harness {
+        cluster,
+        proxies,
+        next_id: members + 1,
+        paused: Vec::new(),
+        faults: BTreeMap::new(),
+        log: Vec::new(),
+        started: Instant::now(),
+    }));
+    let mut opts = WorkloadOptions::new(seed);
+    opts.duration = Duration::from_secs(secs);
+    opts.clients = 5;
+    opts.keys = 5;
+    if secs > 120 {
+        opts.rotate_every = Some(Duration::from_secs(60));
+    }
+    // The nemesis runs until the workload ends.
+    let stop = CancellationToken::new();
+    let nemesis_task = {
+        let (h, stop) = (harness.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut rng = Rng::new(seed ^ 0x006e_656d_6573_6973);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            while !stop.is_cancelled() {
+                h.lock().await.step(nemesis, &mut rng).await;
+            }
+        })
+    };
+    let recorded = {
+        let (h, stop) = (harness.clone(), stop.clone());
+        workload::run(endpoints, &opts, Duration::from_secs(60), move || async move {
+            stop.cancel();
+            let _ = nemesis_task.await;
+            let mut h = h.lock().await;
+            h.heal();
+            h.cluster.wait_leader(Duration::from_secs(60)).await;
+        })
+        .await
+    };
+    let h = harness.lock().await;
+    let verdict = graft_check::check(&recorded.history);
+    let faults: u64 = h.faults.values().sum();
+    println!(
+        "{nemesis:?} seed {seed}: {} operations ({} ok, {} writes with unknown outcome, {} failed reads), \
+         {faults} faults {:?}, proxy {:?}: {verdict}",
+        recorded.history.len(),
+        recorded.ok,
+        recorded.unknown,
+        recorded.failed_reads,
+        h.faults,
+        h.proxies.stats()
+    );
+    if !verdict.is_linearizable() {
+        panic!(
+            "{nemesis:?} seed {seed}: {verdict}\nfaults:\n{}\nreplay the schedule: {}\n{}",
+            h.log.join("\n"),
+            format_args!("GRAFT_JEPSEN_SEED={seed} cargo test -p graft-kv --test jepsen -- --nocapture"),
+            h.cluster.logs()
+        );
+    }
+    assert!(faults > 0, "the nemesis injected nothing");
+    assert!(recorded.ok > 100, "too few operations completed: {}", recorded.ok);
+}
+
+fn seed() -> u64 {
+    std::env::var("GRAFT_JEPSEN_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        t.as_millis() as u64 % 1_000_000
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kills_of_members_the_leader_and_majorities() {
+    jepsen(Nemesis::Kill, seed(), 25, 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pauses_of_the_leader() {
+    jepsen(Nemesis::Pause, seed(), 25, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_majority_minority_isolated_leader_bridge_one_way() {
+    jepsen(Nemesis::Partition, seed(), 25, 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_loss_and_delay() {
+    jepsen(Nemesis::Lossy, seed(), 25, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes_under_load() {
+    jepsen(Nemesis::Membership, seed(), 25, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a soak: run with --ignored, GRAFT_SOAK_SECS and GRAFT_SOAK_SEED"]
+async fn soak() {
+    let secs = std::env::var("GRAFT_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(1800);
+    let seed = std::env::var("GRAFT_SOAK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(seed);
+    jepsen(Nemesis::Mixed, seed, secs, 5).await;
+}
