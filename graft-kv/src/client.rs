@@ -251,6 +251,28 @@ impl Client {
         self.call(Request::RemoveMember { id }).await.map(|_| ())
     }
 
+    /// Asks one member for its counters (no retries elsewhere).
+    pub async fn metrics_of(&self, addr: &str) -> Result<crate::protocol::Metrics, ClientError> {
+        let deadline = Instant::now() + self.inner.opts.timeout;
+        match tokio::time::timeout_at(deadline, self.attempt(addr, Request::Metrics)).await {
+            Ok(Ok(Ok(Response::Metrics(m)))) => Ok(m),
+            Ok(Ok(Ok(other))) => Err(unexpected(other)),
+            Ok(Ok(Err(e))) => Err(ClientError::Api(e)),
+            Ok(Err(AttemptError(e))) => Err(ClientError::Unavailable {
+                tried: vec![addr.to_owned()],
+                last_error: e,
+                timeout: self.inner.opts.timeout,
+                write: false,
+            }),
+            Err(_) => Err(ClientError::Unavailable {
+                tried: vec![addr.to_owned()],
+                last_error: "timed out".into(),
+                timeout: self.inner.opts.timeout,
+                write: false,
+            }),
+        }
+    }
+
     /// Asks one member for its status (no retries elsewhere).
     pub async fn status_of(&self, addr: &str) -> Result<MemberStatus, ClientError> {
         let deadline = Instant::now() + self.inner.opts.timeout;

@@ -13,12 +13,14 @@
 //! - [`protocol`]: frames and messages on the wire.
 //! - [`client`]: [`Client`], the Rust client graft-cli uses.
 //! - [`config`]: the cluster file and the built-in default cluster.
+//! - [`bench`]: `graft-kv bench`, the load generator and failover timer.
 //! - [`demo`]: `graft-kv demo-timestamps`, the original project's behaviour.
 //! - [`workload`]: the linearizability workload behind the fault tests and
 //!   `graft-cli verify`.
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod client;
 pub mod command;
 pub mod config;

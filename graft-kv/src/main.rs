@@ -28,6 +28,56 @@ enum Cmd {
     /// The original graft behaviour: the leader appends the time every
     /// 500 ms. Without --id, starts the whole cluster as child processes.
     DemoTimestamps(DemoArgs),
+    /// Loads a cluster (a local 3-member one unless --endpoints) and prints
+    /// throughput, latency percentiles and fsyncs per write.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// Target these members (host:port,...) instead of starting a local cluster.
+    #[arg(long, value_delimiter = ',')]
+    endpoints: Vec<String>,
+    /// Members of the local cluster.
+    #[arg(long, default_value_t = 3)]
+    members: u64,
+    /// Concurrent clients, each with one request in flight.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Connections the clients share (default: one per 8 clients).
+    #[arg(long)]
+    conns: Option<usize>,
+    /// How long to measure (e.g. 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: std::time::Duration,
+    /// Share of reads, 0 to 1 (0: puts only; 1: reads only).
+    #[arg(long, default_value_t = 0.0)]
+    read_ratio: f64,
+    /// Serve reads from the member's own state instead of linearizably.
+    #[arg(long)]
+    stale: bool,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    /// Measure leader failover instead: kill -9 the leader this many times
+    /// and time the first successful write after each.
+    #[arg(long)]
+    failover: Option<usize>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Plain)]
+    output: Output,
+    /// Extra cluster-file TOML for the local cluster (e.g. "[log]\nmax_entries = 0").
+    #[arg(long, default_value = "")]
+    extra_config: String,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Output {
+    Plain,
+    Json,
 }
 
 #[derive(clap::Args, Debug)]
@@ -117,6 +167,26 @@ async fn member(args: MemberArgs, demo: bool) -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Cmd::Bench(b) => {
+            if !(0.0..=1.0).contains(&b.read_ratio) {
+                anyhow::bail!("--read-ratio must be between 0 and 1, not {}", b.read_ratio);
+            }
+            let opts = graft_kv::bench::BenchOptions {
+                endpoints: b.endpoints,
+                members: b.members,
+                clients: b.clients.max(1),
+                conns: b.conns.unwrap_or(b.clients.div_ceil(8)).max(1),
+                duration: b.duration,
+                read_ratio: b.read_ratio,
+                stale_reads: b.stale,
+                keys: b.keys,
+                value_size: b.value_size,
+                failover_trials: b.failover,
+                json: b.output == Output::Json,
+                extra_config: b.extra_config.replace("\\n", "\n"),
+            };
+            graft_kv::bench::run(opts).await
+        }
         Cmd::Serve(args) => member(args, false).await,
         Cmd::DemoTimestamps(DemoArgs { id: Some(id), config, data_dir }) => {
             let args = MemberArgs {

@@ -154,6 +154,7 @@ pub struct Node {
     /// Peers a snapshot is being streamed to.
     sending: std::collections::HashSet<NodeId>,
     ticks: u64,
+    metrics: crate::protocol::Metrics,
 }
 
 fn now_ms() -> u64 {
@@ -196,6 +197,7 @@ impl Node {
             staged: None,
             sending: std::collections::HashSet::new(),
             ticks: 0,
+            metrics: crate::protocol::Metrics::default(),
         }
     }
 
@@ -505,6 +507,12 @@ impl Node {
                 responder.send(Ok(Response::Status(Box::new(self.status()))));
                 Ok(())
             }
+            Request::Metrics => {
+                let mut m = self.metrics.clone();
+                m.messages_dropped = self.transport.dropped();
+                responder.send(Ok(Response::Metrics(m)));
+                Ok(())
+            }
             Request::TransferLeader { to } => {
                 match self.raw.transfer_leader(to) {
                     Ok(()) if to == self.id() => responder.send(Ok(Response::Done)),
@@ -616,9 +624,14 @@ impl Node {
             None => None,
         };
         // 2. One transaction; an fsync only when Raft needs durability.
-        let durable = rd.snapshot.is_some() || !rd.entries.is_empty() || rd.hard_state.is_some();
+        // A new commit index alone needs no fsync: it can always be relearned,
+        // and a lower one after a crash is safe. Term and vote must be durable.
+        let persisted = self.raw.storage().hard_state();
+        let vote_changed =
+            rd.hard_state.is_some_and(|hs| hs.term != persisted.term || hs.vote != persisted.vote);
+        let durable = rd.snapshot.is_some() || !rd.entries.is_empty() || vote_changed;
         let mut applied = Vec::new();
-        if durable || !rd.committed_entries.is_empty() {
+        if durable || rd.hard_state.is_some() || !rd.committed_entries.is_empty() {
             let (raw, sm, db) = (&mut self.raw, &mut self.sm, &self.db);
             applied = blocking(|| -> Result<Vec<Applied>, StoreError> {
                 let mut wtx = db.begin_write()?;
@@ -636,6 +649,13 @@ impl Node {
                 wtx.commit()?;
                 Ok(applied)
             })?;
+            if durable {
+                self.metrics.fsyncs += 1;
+            } else {
+                self.metrics.lazy_commits += 1;
+            }
+            self.metrics.entries_persisted += rd.entries.len() as u64;
+            self.metrics.entries_applied += rd.committed_entries.len() as u64;
         }
         if let Some((staged, done)) = staged {
             info!("{}, installed snapshot at index {}", self.id(), staged.index);
@@ -675,6 +695,7 @@ impl Node {
             let (now, later): (Vec<_>, Vec<_>) =
                 std::mem::take(&mut self.ready_reads).into_iter().partition(|(i, _, _)| *i <= applied_index);
             self.ready_reads = later;
+            self.metrics.reads_answered += now.len() as u64;
             self.serve_reads_now(now.into_iter().map(|(_, q, r)| (q, r)).collect())?;
         }
         // 5.
@@ -701,6 +722,7 @@ impl Node {
                 std::process::abort();
             }
         }
+        self.metrics.writes_answered += 1;
         match a.outcome {
             Some(outcome) => responder.send(outcome),
             None => responder.send(Err(ApiError::Internal("entry carried no command".into()))),

@@ -246,6 +246,8 @@ pub enum Request {
     },
     /// Describes the member that answers.
     Status,
+    /// The member's counters since it started.
+    Metrics,
     /// Asks the leader to hand leadership to `to`.
     TransferLeader {
         /// The member to hand it to.
@@ -286,6 +288,7 @@ impl Request {
             Request::Scan { prefix, .. } => (prefix, None),
             Request::Put { key, value, .. } | Request::Cas { key, value, .. } => (key, Some(value)),
             Request::Status
+            | Request::Metrics
             | Request::TransferLeader { .. }
             | Request::AddMember { .. }
             | Request::PromoteMember { .. }
@@ -343,6 +346,8 @@ pub enum Response {
     },
     /// The member's state.
     Status(Box<MemberStatus>),
+    /// The member's counters.
+    Metrics(Metrics),
     /// Done.
     Done,
 }
@@ -370,6 +375,25 @@ pub struct MemberStatus {
     pub last_index: u64,
     /// The members it knows of.
     pub members: Vec<MemberInfo>,
+}
+
+/// A member's counters since it started (for benchmarks and monitoring).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Write transactions committed with an fsync.
+    pub fsyncs: u64,
+    /// Write transactions committed without one (applying only).
+    pub lazy_commits: u64,
+    /// Log entries persisted.
+    pub entries_persisted: u64,
+    /// Committed entries applied.
+    pub entries_applied: u64,
+    /// Client writes answered.
+    pub writes_answered: u64,
+    /// Linearizable reads answered.
+    pub reads_answered: u64,
+    /// Raft messages dropped because a peer's queue was full.
+    pub messages_dropped: u64,
 }
 
 /// One member as another sees it.
