@@ -14,12 +14,14 @@ command per line from standard input, each answered as it is read.
 
 Exit status:
   0  ok
-  1  key not found (get, delete), or compare-and-swap did not swap
+  1  key not found (get, delete), or compare-and-swap did not swap;
+     verify: not linearizable
   2  usage error (bad command or option, value too large, invalid request,
      refused membership change)
   3  cluster unavailable or timed out; for a write or a membership change
      the outcome is unknown
-  4  any other failure (a member reported an internal error)
+  4  any other failure (a member reported an internal error; verify: the
+     checker gave up)
 Reading standard input, the status is the highest of all the lines'.";
 
 /// graft-cli: the client for a graft cluster. It finds the leader, retries,
@@ -32,7 +34,8 @@ pub struct Cli {
     #[arg(long, global = true, env = "GRAFT_ENDPOINTS", value_delimiter = ',', value_name = "HOST:PORT,...")]
     pub endpoints: Vec<String>,
 
-    /// How long one command may take, retries included (e.g. 5s, 500ms, 1m)
+    /// How long one command may take, retries included (e.g. 5s, 500ms,
+    /// 1m); for verify, how long each of its operations may take
     #[arg(long, global = true, default_value = "5s", value_parser = parse_timeout)]
     pub timeout: Duration,
 
@@ -56,11 +59,7 @@ pub enum OutputFormat {
 
 /// Parses `--timeout`: a human-readable, non-zero duration.
 fn parse_timeout(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
-    if d.is_zero() {
-        return Err("must be more than zero".into());
-    }
-    Ok(d)
+    crate::command::parse_duration(s)
 }
 
 /// Checks `--endpoints`; none given means the built-in default cluster.

@@ -9,10 +9,27 @@
 //! keep spaces in a value, a backslash escapes one character, and a word
 //! starting with `#` begins a comment.
 
+use std::time::Duration;
+
 use clap::{CommandFactory, Parser, Subcommand};
 
 /// How many keys `scan` lists when `--limit` is not given.
 pub const DEFAULT_SCAN_LIMIT: u32 = 1000;
+
+/// How long `verify` runs when `--duration` is not given.
+pub const DEFAULT_VERIFY_DURATION: &str = "30s";
+
+/// How many clients `verify` runs when `--clients` is not given.
+pub const DEFAULT_VERIFY_CLIENTS: u32 = 5;
+
+/// How many keys `verify` uses when `--keys` is not given.
+pub const DEFAULT_VERIFY_KEYS: u32 = 5;
+
+/// The most clients `verify` runs (each has its own connections).
+pub const MAX_VERIFY_CLIENTS: u32 = 256;
+
+/// The most keys `verify` uses at a time.
+pub const MAX_VERIFY_KEYS: u32 = 10_000;
 
 /// What a command expects to find, for compare-and-swap.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,6 +111,17 @@ pub enum Command {
         /// Its id.
         id: u64,
     },
+    /// Check the cluster is linearizable with a workload of its own.
+    Verify {
+        /// How long the workload runs.
+        duration: Duration,
+        /// Concurrent clients.
+        clients: usize,
+        /// Keys they share (at a time).
+        keys: usize,
+        /// Seeds the clients' choices and names the keys; `None`: random.
+        seed: Option<u64>,
+    },
 }
 
 impl Command {
@@ -111,6 +139,7 @@ impl Command {
             Command::MemberAdd { .. } => "member add",
             Command::MemberRemove { .. } => "member remove",
             Command::MemberPromote { .. } => "member promote",
+            Command::Verify { .. } => "verify",
         }
     }
 
@@ -202,7 +231,61 @@ pub enum CommandArgs {
         #[command(subcommand)]
         action: MemberArgs,
     },
+    /// Check the cluster is linearizable: runs a workload of concurrent
+    /// clients on keys of its own (under graft-verify/, deleted afterwards)
+    /// and reports linearizable (exit 0) or the offending operations (exit 1)
+    #[command(long_about = VERIFY_ABOUT)]
+    Verify {
+        /// How long the workload runs (e.g. 30s, 5m, 1h)
+        #[arg(long, value_name = "DURATION", default_value = DEFAULT_VERIFY_DURATION, value_parser = parse_duration)]
+        duration: Duration,
+        /// Concurrent clients, each with its own connection and session
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = DEFAULT_VERIFY_CLIENTS,
+            value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_VERIFY_CLIENTS))
+        )]
+        clients: u32,
+        /// Keys the clients share (fewer keys: more conflicts)
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = DEFAULT_VERIFY_KEYS,
+            value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_VERIFY_KEYS))
+        )]
+        keys: u32,
+        /// Seeds the clients' random choices and names the keys (default:
+        /// random; printed with the result, to run the same workload again)
+        #[arg(long, value_name = "S")]
+        seed: Option<u64>,
+    },
 }
+
+/// `help verify`: what `verify` does, to which keys, and its exit codes.
+const VERIFY_ABOUT: &str = "\
+Check the cluster is linearizable, on your own deployment. For --duration,
+--clients concurrent clients (each with its own connection and exactly-once
+session) do random get, put, delete and compare-and-swap on --keys shared
+keys, recording when each operation started and ended and what it returned.
+A checker then looks for one order of all the operations that respects both
+real time and what each returned.
+
+The keys live under graft-verify/<SEED in hex>/ and nothing else is
+touched: keys already there (from an interrupted run with the same seed)
+are deleted first, and every key is deleted afterwards (best effort: if the
+cluster fails meanwhile, `scan graft-verify/` lists what is left). --timeout
+bounds each operation; one that takes longer counts as of unknown outcome.
+Runs longer than 2 minutes move to fresh keys every minute, so that each
+key's history stays small enough to check.
+
+Prints `linearizable: N operations (U writes with unknown outcome, F failed
+reads) on K keys in T, seed S`, or `NOT linearizable (seed S):` and a
+minimal set of operations that have no valid order. On a terminal, progress
+is shown on standard error.
+
+Exit status: 0 linearizable; 1 not linearizable; 3 cluster unavailable (no
+operation, or fewer than 1 in 10, completed); 4 the checker gave up.";
 
 /// `help member`: what the `member` commands are for.
 const MEMBER_ABOUT: &str = "\
@@ -322,6 +405,9 @@ impl TryFrom<CommandArgs> for Command {
                 MemberArgs::Remove { id } => Command::MemberRemove { id: member_id(id)? },
                 MemberArgs::Promote { id } => Command::MemberPromote { id: member_id(id)? },
             },
+            CommandArgs::Verify { duration, clients, keys, seed } => {
+                Command::Verify { duration, clients: clients as usize, keys: keys as usize, seed }
+            }
         })
     }
 }
@@ -332,6 +418,15 @@ fn member_id(id: u64) -> Result<u64, UsageError> {
         return Err(UsageError("member ids start at 1".into()));
     }
     Ok(id)
+}
+
+/// Parses a human-readable, non-zero duration (`500ms`, `5s`, `1m`, `1h 30m`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(d)
 }
 
 /// Checks an address is `host:port`; returns it without surrounding spaces.
@@ -725,6 +820,85 @@ mod tests {
             .is_some_and(|w| ["list", "add", "remove", "promote"].iter().all(|c| w.contains(&s(c)))));
         assert!(find("member add").is_some_and(|w| w.contains(&s("--learner"))));
         assert!(find("member remove").is_some_and(|w| !w.contains(&s("--learner"))));
+    }
+
+    #[test]
+    fn verify_options() {
+        let verify = |duration: u64, clients: usize, keys: usize, seed: Option<u64>| Command::Verify {
+            duration: Duration::from_secs(duration),
+            clients,
+            keys,
+            seed,
+        };
+        assert_eq!(run("verify"), verify(30, 5, 5, None));
+        assert_eq!(run("verify --duration 3s --seed 7"), verify(3, 5, 5, Some(7)));
+        assert_eq!(run("verify --clients 2 --keys 1 --duration 1m"), verify(60, 2, 1, None));
+        assert_eq!(
+            run("verify --duration 1h --seed 18446744073709551615"),
+            verify(3600, 5, 5, Some(u64::MAX))
+        );
+        assert_eq!(
+            run("verify --duration 1500ms"),
+            Command::Verify { duration: Duration::from_millis(1500), clients: 5, keys: 5, seed: None }
+        );
+        assert_eq!(run("verify --clients 256 --keys 10000"), verify(30, 256, 10_000, None));
+        assert_eq!(run("verify").name(), "verify");
+        assert!(!run("verify").is_write() && !run("verify").is_member_change());
+    }
+
+    #[test]
+    fn verify_refuses_bad_options() {
+        assert!(
+            usage("verify --duration 0s").contains("must be more than zero"),
+            "{}",
+            usage("verify --duration 0s")
+        );
+        assert!(usage("verify --duration soon").contains("invalid value 'soon'"));
+        assert!(usage("verify --duration 5").contains("invalid value '5'"));
+        assert!(usage("verify --duration").contains("a value is required"), "{}", usage("verify --duration"));
+        assert!(
+            usage("verify --clients 0").contains("0 is not in 1..=256"),
+            "{}",
+            usage("verify --clients 0")
+        );
+        assert!(usage("verify --clients 257").contains("invalid value '257'"));
+        assert!(usage("verify --keys 0").contains("invalid value '0'"));
+        assert!(usage("verify --keys many").contains("invalid value 'many'"));
+        assert!(usage("verify --seed -1").contains("'-1'"), "{}", usage("verify --seed -1"));
+        assert!(usage("verify --seed 18446744073709551616").contains("invalid value"));
+        let m = usage("verify now");
+        assert!(m.contains("unexpected argument 'now'") && m.ends_with("; usage: verify [OPTIONS]"), "{m}");
+        assert!(usage("verify --stale").contains("unexpected argument '--stale'"));
+        for line in ["verify --duration x", "verify --clients 0", "verify extra"] {
+            let m = usage(line);
+            assert!(!m.contains('\n') && !m.is_empty(), "{line:?}: {m:?}");
+        }
+    }
+
+    #[test]
+    fn verify_help() {
+        let Ok(Parsed::Help(all)) = parse_line("help") else { panic!("help") };
+        assert!(all.contains("verify"), "{all}");
+        let Ok(Parsed::Help(text)) = parse_line("help verify") else { panic!("help verify") };
+        for needle in
+            ["--duration", "--clients", "--keys", "--seed", "graft-verify/", "deleted", "Exit status"]
+        {
+            assert!(text.contains(needle), "help verify lacks {needle}: {text}");
+        }
+        let v = vocabulary();
+        let words = v.iter().find(|(n, _)| n == "verify").map(|(_, w)| w.clone()).unwrap_or_default();
+        for option in ["--duration", "--clients", "--keys", "--seed"] {
+            assert!(words.contains(&s(option)), "{words:?}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(
+            parse_duration("0ms").is_err() && parse_duration("").is_err() && parse_duration("5").is_err()
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! answered) knows it.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use graft_kv::protocol::{ApiError, Consistency, Expect, MemberInfo, MemberStatus
 use graft_kv::{Client, ClientError};
 
 use crate::command::{Command, Expectation, UsageError};
+use crate::verify::{self, Plan, VerifyReport};
 
 /// Exit codes. A run of several commands exits with the highest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -187,6 +189,8 @@ pub enum Outcome {
         /// The member's id.
         id: u64,
     },
+    /// `verify`: what the run found.
+    Verified(VerifyReport),
 }
 
 impl Outcome {
@@ -196,6 +200,7 @@ impl Outcome {
             Outcome::Got { found: None, .. }
             | Outcome::Deleted { previous: None, .. }
             | Outcome::Cas { swapped: false, .. } => Code::NoMatch,
+            Outcome::Verified(report) => report.code(),
             _ => Code::Ok,
         }
     }
@@ -248,13 +253,14 @@ type Answers = BTreeMap<String, Result<MemberStatus, String>>;
 pub struct Executor {
     client: Client,
     endpoints: Vec<String>,
+    timeout: std::time::Duration,
 }
 
 impl Executor {
     /// An executor for the cluster at `endpoints`.
     pub fn new(endpoints: Vec<String>, timeout: std::time::Duration) -> Executor {
         let client = Client::new(graft_kv::ClientOptions { endpoints: endpoints.clone(), timeout });
-        Executor { client, endpoints }
+        Executor { client, endpoints, timeout }
     }
 
     /// The address of the leader the client talks to, if known.
@@ -334,6 +340,19 @@ impl Executor {
                     .map_err(change_error)
                     .with_context(|| format!("member promote {id}"))?;
                 Outcome::MemberPromoted { id: *id }
+            }
+            Command::Verify { duration, clients, keys, seed } => {
+                let plan = Plan {
+                    endpoints: self.endpoints.clone(),
+                    timeout: self.timeout,
+                    duration: *duration,
+                    clients: *clients,
+                    keys: *keys,
+                    seed: seed.unwrap_or_else(verify::random_seed),
+                };
+                // Progress only for a person watching, never into a pipe or a file.
+                let progress = std::io::stderr().is_terminal();
+                Outcome::Verified(verify::run(plan, progress).await?)
             }
         })
     }

@@ -7,6 +7,7 @@
 //! - [`output`]: plain and JSON answers.
 //! - [`runner`]: runs parsed lines and prints, for every mode.
 //! - [`repl`]: the interactive mode; [`batch`]: commands from standard input.
+//! - [`verify`]: the `verify` command's run, check and report.
 
 mod batch;
 mod cli;
@@ -15,6 +16,7 @@ mod exec;
 mod output;
 mod repl;
 mod runner;
+mod verify;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

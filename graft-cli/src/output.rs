@@ -6,7 +6,9 @@
 //! `leader transfer` `leader is now member N`; `member list` a table;
 //! `member add` `member N added as learner[ (promoted to voter once caught
 //! up)]`, `member remove` `member N removed`, `member promote` `member N
-//! promoted to voter`. A missing key prints nothing on standard output (the
+//! promoted to voter`; `verify` `linearizable: N operations (...)` or
+//! `NOT linearizable (seed S):` and the violation. A missing key, or an
+//! unavailable cluster for `verify`, prints nothing on standard output (the
 //! message goes to standard error).
 //!
 //! JSON: one object on one line per command, failed or not, with
@@ -21,6 +23,7 @@ use serde_json::{json, Map, Value};
 
 use crate::cli::OutputFormat;
 use crate::exec::{Code, MemberList, Outcome, StatusReport};
+use crate::verify::{seconds, Finding, VerifyReport};
 
 /// The text for a successful command's standard output.
 pub fn render(format: OutputFormat, outcome: &Outcome) -> Vec<u8> {
@@ -44,13 +47,28 @@ pub fn render_help(format: OutputFormat, text: &str) -> Vec<u8> {
     }
 }
 
-/// The message for standard error when an outcome is a "no" (exit 1), if any.
-pub fn no_match_message(outcome: &Outcome) -> Option<String> {
+/// The lines for standard error that come with an outcome: a missing key
+/// (exit 1); `verify`'s unavailable cluster (exit 3), and keys it could not
+/// delete.
+pub fn notes(outcome: &Outcome) -> Vec<String> {
     match outcome {
         Outcome::Got { key, found: None } | Outcome::Deleted { key, previous: None } => {
-            Some(format!("key not found: {key}"))
+            vec![format!("key not found: {key}")]
         }
-        _ => None,
+        Outcome::Verified(report) => {
+            let mut lines = Vec::new();
+            if let Finding::Unavailable(why) = &report.finding {
+                lines.push(format!("error: verify: {why}"));
+            }
+            if let Err(why) = &report.cleanup {
+                lines.push(format!(
+                    "warning: verify: could not delete every key under {}: {why}",
+                    report.prefix
+                ));
+            }
+            lines
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -123,8 +141,48 @@ fn plain(outcome: &Outcome) -> Vec<u8> {
         Outcome::MemberPromoted { id } => {
             out.extend_from_slice(format!("member {id} promoted to voter\n").as_bytes())
         }
+        Outcome::Verified(report) => out.extend_from_slice(verify_plain(report).as_bytes()),
     }
     out
+}
+
+/// `verify`'s answer: `linearizable: ...`; `NOT linearizable (seed S):`,
+/// the violation, a note on its times and the counts; or `undecided:` and
+/// why the checker gave up; nothing for an unavailable cluster (the error
+/// goes to standard error).
+fn verify_plain(r: &VerifyReport) -> String {
+    let counts = format!(
+        "{} ({} with unknown outcome, {}) on {} in {}",
+        plural(r.operations, "operation"),
+        plural(r.unknown, "write"),
+        plural(r.failed_reads, "failed read"),
+        plural(r.keys as u64, "key"),
+        seconds(r.elapsed)
+    );
+    match &r.finding {
+        Finding::Linearizable => format!("linearizable: {counts}, seed {}\n", r.seed),
+        Finding::NotLinearizable(violation) => {
+            let mut text = format!("NOT linearizable (seed {}):\n{violation}", r.seed);
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&format!(
+                "(times in nanoseconds since the workload started; client 0 is the final read of every key)\n{counts}\n"
+            ));
+            text
+        }
+        Finding::GaveUp(why) => format!("undecided: {why}; {counts}, seed {}\n", r.seed),
+        Finding::Unavailable(_) => String::new(),
+    }
+}
+
+/// `1 key`, `2 keys`.
+fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }
 
 /// The `status` table. LOG is the number of entries the member holds
@@ -265,6 +323,7 @@ fn json_outcome(outcome: &Outcome) -> Value {
         Outcome::MemberAdded { .. } => "member add",
         Outcome::MemberRemoved { .. } => "member remove",
         Outcome::MemberPromoted { .. } => "member promote",
+        Outcome::Verified(_) => "verify",
     };
     obj.insert("command".into(), Value::from(name));
     obj.insert("ok".into(), Value::from(code == Code::Ok));
@@ -367,6 +426,32 @@ fn json_outcome(outcome: &Outcome) -> Value {
         }
         Outcome::MemberRemoved { id } | Outcome::MemberPromoted { id } => {
             obj.insert("id".into(), Value::from(*id));
+        }
+        Outcome::Verified(r) => {
+            let linearizable = match r.finding {
+                Finding::Linearizable => Value::from(true),
+                Finding::NotLinearizable(_) => Value::from(false),
+                Finding::GaveUp(_) | Finding::Unavailable(_) => Value::Null,
+            };
+            obj.insert("linearizable".into(), linearizable);
+            obj.insert("operations".into(), Value::from(r.operations));
+            obj.insert("ok_ops".into(), Value::from(r.ok_ops));
+            obj.insert("unknown".into(), Value::from(r.unknown));
+            obj.insert("failed_reads".into(), Value::from(r.failed_reads));
+            obj.insert("keys".into(), Value::from(r.keys));
+            obj.insert("clients".into(), Value::from(r.clients));
+            obj.insert("duration_ms".into(), Value::from(r.elapsed.as_millis() as u64));
+            obj.insert("seed".into(), Value::from(r.seed));
+            obj.insert("prefix".into(), Value::from(r.prefix.as_str()));
+            let (violation, error) = match &r.finding {
+                Finding::Linearizable => (None, None),
+                Finding::NotLinearizable(v) => (Some(v), None),
+                Finding::GaveUp(why) | Finding::Unavailable(why) => (None, Some(why)),
+            };
+            obj.insert("violation".into(), violation.map_or(Value::Null, |v| Value::from(v.as_str())));
+            obj.insert("error".into(), error.map_or(Value::Null, |e| Value::from(e.as_str())));
+            let cleanup = r.cleanup.as_ref().err().map_or(Value::Null, |e| Value::from(e.as_str()));
+            obj.insert("cleanup_error".into(), cleanup);
         }
     }
     Value::Object(obj)
@@ -482,10 +567,120 @@ mod tests {
             j,
             json!({"command": "put", "ok": false, "exit": 3, "error": "boom", "outcome_unknown": true})
         );
+        assert_eq!(notes(&Outcome::Deleted { key: "gone".into(), previous: None }), ["key not found: gone"]);
+        assert!(notes(&Outcome::Put { key: "k".into(), version: 1 }).is_empty());
+    }
+
+    fn linearizable_report() -> VerifyReport {
+        VerifyReport {
+            seed: 42,
+            prefix: "graft-verify/000000000000002a/".into(),
+            clients: 5,
+            keys: 5,
+            operations: 12345,
+            ok_ops: 12330,
+            unknown: 12,
+            failed_reads: 3,
+            elapsed: std::time::Duration::from_millis(30_040),
+            finding: Finding::Linearizable,
+            cleanup: Ok(5),
+        }
+    }
+
+    #[test]
+    fn verify_linearizable() {
+        let o = Outcome::Verified(linearizable_report());
         assert_eq!(
-            no_match_message(&Outcome::Deleted { key: "gone".into(), previous: None }).as_deref(),
-            Some("key not found: gone")
+            plain_text(&o),
+            "linearizable: 12345 operations (12 writes with unknown outcome, 3 failed reads) on 5 keys in 30.0s, seed 42\n"
         );
+        assert!(notes(&o).is_empty());
+        assert_eq!(o.code(), Code::Ok);
+        assert_eq!(
+            json_of(&o),
+            json!({
+                "command": "verify", "ok": true, "exit": 0, "linearizable": true,
+                "operations": 12345, "ok_ops": 12330, "unknown": 12, "failed_reads": 3,
+                "keys": 5, "clients": 5, "duration_ms": 30040, "seed": 42,
+                "prefix": "graft-verify/000000000000002a/",
+                "violation": null, "error": null, "cleanup_error": null,
+            })
+        );
+        let one =
+            VerifyReport { operations: 1, unknown: 1, failed_reads: 1, keys: 1, ..linearizable_report() };
+        assert!(plain_text(&Outcome::Verified(one)).starts_with(
+            "linearizable: 1 operation (1 write with unknown outcome, 1 failed read) on 1 key in"
+        ));
+    }
+
+    #[test]
+    fn verify_not_linearizable() {
+        // From a real check of a hand-built history: a put of "a" completed,
+        // then a later read found nothing.
+        let o = Outcome::Verified(crate::verify::tests::not_linearizable());
+        let text = plain_text(&o);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "NOT linearizable (seed 42):", "{text}");
+        assert!(lines[1].starts_with("key \"graft-verify/k\" is not linearizable"), "{text}");
+        assert!(lines.iter().any(|l| l.contains("client 1") && l.contains("put")), "{text}");
+        assert!(lines.iter().any(|l| l.contains("client 2") && l.contains("get")), "{text}");
+        assert!(
+            text.ends_with(
+                "\n2 operations (0 writes with unknown outcome, 0 failed reads) on 1 key in 30.0s\n"
+            ),
+            "{text:?}"
+        );
+        assert!(lines.iter().any(|l| l.starts_with("(times in nanoseconds")), "{text}");
+        assert_eq!(o.code(), Code::NoMatch);
+        assert!(notes(&o).is_empty());
+        let j = json_of(&o);
+        assert_eq!((j["ok"].clone(), j["exit"].clone()), (json!(false), json!(1)));
+        assert_eq!((j["linearizable"].clone(), j["error"].clone()), (json!(false), Value::Null));
+        let violation = j["violation"].as_str().unwrap_or_default();
+        assert!(violation.starts_with("key \"graft-verify/k\" is not linearizable"), "{j}");
+        assert_eq!(j["operations"], json!(2));
+    }
+
+    #[test]
+    fn verify_gave_up_or_unavailable() {
+        let gave_up = VerifyReport {
+            finding: Finding::GaveUp("gave up checking key k: time limit reached".into()),
+            ..linearizable_report()
+        };
+        let o = Outcome::Verified(gave_up);
+        assert!(
+            plain_text(&o)
+                .starts_with("undecided: gave up checking key k: time limit reached; 12345 operations"),
+            "{}",
+            plain_text(&o)
+        );
+        assert_eq!(o.code(), Code::Failure);
+        let j = json_of(&o);
+        assert_eq!((j["linearizable"].clone(), j["exit"].clone()), (Value::Null, json!(4)));
+        assert_eq!(j["error"], json!("gave up checking key k: time limit reached"));
+
+        let unavailable = VerifyReport {
+            finding: Finding::Unavailable(
+                "cluster unavailable: no operation completed in 1.0s; tried a:1".into(),
+            ),
+            cleanup: Err("cluster unavailable after 1s".into()),
+            ..linearizable_report()
+        };
+        let o = Outcome::Verified(unavailable);
+        assert_eq!(plain_text(&o), "");
+        assert_eq!(
+            notes(&o),
+            [
+                "error: verify: cluster unavailable: no operation completed in 1.0s; tried a:1",
+                "warning: verify: could not delete every key under graft-verify/000000000000002a/: cluster unavailable after 1s",
+            ]
+        );
+        let j = json_of(&o);
+        assert_eq!(
+            (j["linearizable"].clone(), j["exit"].clone(), j["ok"].clone()),
+            (Value::Null, json!(3), json!(false))
+        );
+        assert_eq!(j["cleanup_error"], json!("cluster unavailable after 1s"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::cli::OutputFormat;
-use crate::command::{Parsed, UsageError};
+use crate::command::{Command, Parsed, UsageError};
 use crate::exec::{outcome_unknown, Code, Executor};
 use crate::output;
 
@@ -73,6 +73,8 @@ impl Runner {
                     "; the write's outcome is unknown"
                 } else if cmd.is_member_change() {
                     "; the membership change's outcome is unknown"
+                } else if matches!(cmd, Command::Verify { .. }) {
+                    "; its keys are being deleted in the background"
                 } else {
                     ""
                 };
@@ -80,8 +82,8 @@ impl Runner {
                 Step::Continue(Code::Unavailable)
             }
             Some(Ok(outcome)) => {
-                if let Some(m) = output::no_match_message(&outcome) {
-                    eprintln!("{prefix}{m}");
+                for note in output::notes(&outcome) {
+                    eprintln!("{prefix}{note}");
                 }
                 self.emit(&output::render(self.format, &outcome), outcome.code())
             }

@@ -129,6 +129,60 @@ pub struct NodeOptions {
     pub inputs: mpsc::Sender<NodeInput>,
 }
 
+/// The disk work of one `Ready`, run off the node task: one write
+/// transaction with the snapshot install, the log writes and the applying.
+pub struct IoJob {
+    db: Arc<Database>,
+    durable: bool,
+    staged: Option<StagedSnapshot>,
+    writes: Vec<crate::storage::LogWrite>,
+    /// A copy of the state machine, which the job advances and hands back.
+    sm: StateMachine,
+    committed: Vec<Entry>,
+}
+
+/// What an [`IoJob`] did.
+pub struct IoDone {
+    sm: StateMachine,
+    applied: Result<Vec<Applied>, StoreError>,
+}
+
+impl IoJob {
+    fn run(mut self) -> IoDone {
+        let applied = self.write();
+        IoDone { sm: self.sm, applied }
+    }
+
+    fn write(&mut self) -> Result<Vec<Applied>, StoreError> {
+        let mut wtx = self.db.begin_write()?;
+        if !self.durable {
+            // Applying alone need not be durable: the entries are, and a
+            // restart re-applies from the durable applied index.
+            wtx.set_durability(Durability::None)?;
+        }
+        if let Some(staged) = &self.staged {
+            self.sm.install(&wtx, staged)?;
+        }
+        for w in &self.writes {
+            w.apply(&wtx)?;
+        }
+        let applied = self.sm.apply(&wtx, &self.committed)?;
+        wtx.commit()?;
+        Ok(applied)
+    }
+}
+
+/// The second half of a `Ready` whose disk work is in progress.
+struct InFlight {
+    persisted_messages: Vec<Message>,
+    read_states: Vec<graft_core::ReadState>,
+    committed: Vec<Entry>,
+    entries: u64,
+    durable: bool,
+    /// A snapshot being installed, and who to tell.
+    snapshot: Option<(Index, oneshot::Sender<()>)>,
+}
+
 /// The node task's state.
 pub struct Node {
     raw: RawNode<RaftLogStore>,
@@ -155,6 +209,8 @@ pub struct Node {
     sending: std::collections::HashSet<NodeId>,
     ticks: u64,
     metrics: crate::protocol::Metrics,
+    /// The `Ready` whose disk work is in progress.
+    in_flight: Option<InFlight>,
 }
 
 fn now_ms() -> u64 {
@@ -198,6 +254,7 @@ impl Node {
             sending: std::collections::HashSet::new(),
             ticks: 0,
             metrics: crate::protocol::Metrics::default(),
+            in_flight: None,
         }
     }
 
@@ -223,10 +280,23 @@ impl Node {
         self.log_state();
         let mut ticker = tokio::time::interval(self.opts.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The disk work of the `Ready` in progress: the node keeps stepping
+        // messages and taking requests while it runs.
+        let mut io: Option<tokio::task::JoinHandle<IoDone>> = None;
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                done = async {
+                    match io.as_mut() {
+                        Some(job) => job.await,
+                        None => std::future::pending().await,
+                    }
+                }, if io.is_some() => {
+                    io = None;
+                    let done = done.map_err(|e| StoreError::Corrupt { what: "disk task".into(), message: e.to_string() })?;
+                    self.finish_ready(Some(done))?;
+                }
                 _ = ticker.tick() => self.on_tick()?,
                 input = rx.recv() => {
                     let Some(input) = input else { break };
@@ -241,18 +311,27 @@ impl Node {
                     }
                 }
             }
-            while self.raw.has_ready() {
+            while io.is_none() && self.raw.has_ready() {
                 let rd = self.raw.ready()?;
-                self.handle_ready(rd)?;
+                if let Some(job) = self.start_ready(rd)? {
+                    io = Some(tokio::task::spawn_blocking(move || job.run()));
+                }
             }
-            // Raft declined a received snapshot (it was stale): let the
-            // receiver go on.
-            if let Some((_, done)) = self.staged.take() {
-                let _ = done.send(());
+            if io.is_none() {
+                // Raft declined a received snapshot (it was stale): let the
+                // receiver go on.
+                if let Some((_, done)) = self.staged.take() {
+                    let _ = done.send(());
+                }
             }
-            self.maybe_compact()?;
         }
-        // Make everything applied so far durable before closing.
+        // Finish the transaction in progress, then make everything applied
+        // so far durable before closing.
+        if let Some(job) = io.take() {
+            if let Ok(done) = job.await {
+                done.applied?;
+            }
+        }
         blocking(|| -> Result<(), StoreError> {
             let wtx = self.db.begin_write()?;
             wtx.commit()?;
@@ -356,35 +435,29 @@ impl Node {
         Ok(())
     }
 
-    /// Compacts the log once it passes the configured size, keeping the
-    /// newest applied entries for followers that are slightly behind.
-    fn maybe_compact(&mut self) -> Result<(), NodeError> {
+    /// Once the log passes the configured size, drops applied entries but
+    /// the newest few from the in-memory log and returns the database writes.
+    /// They travel in the next transaction: if it is lost in a crash, the
+    /// applying before it is lost too (redb commits are durable in order).
+    fn stage_compaction(&mut self) -> Result<Option<crate::storage::LogWrite>, NodeError> {
         let limits = self.opts.log;
         let log = self.raw.storage();
         let over = (limits.max_entries > 0 && log.len() > limits.max_entries)
             || (limits.max_bytes > 0 && log.bytes() > limits.max_bytes);
         if !over {
-            return Ok(());
+            return Ok(None);
         }
         let upto = self.sm.applied().saturating_sub(limits.retain_entries);
         if upto <= log.base().index {
-            return Ok(());
+            return Ok(None);
         }
         let term = graft_core::Storage::term(log, upto)
             .map_err(|e| StoreError::Corrupt { what: "compaction".into(), message: e.to_string() })?;
         let conf = self.raw.conf_at(upto);
-        let (raw, db) = (&mut self.raw, &self.db);
-        blocking(|| -> Result<(), StoreError> {
-            // Durable: it also makes every earlier (non-durable) apply durable,
-            // so the state machine never falls behind the log's base.
-            let wtx = db.begin_write()?;
-            raw.storage_mut().compact(&wtx, upto, term, conf)?;
-            wtx.commit()?;
-            Ok(())
-        })?;
+        let w = self.raw.storage_mut().stage_compact(upto, term, conf);
         self.raw.on_compacted(upto);
-        debug!("{}, compacted the log up to {upto}", self.id());
-        Ok(())
+        debug!("{}, compacting the log up to {upto}", self.id());
+        Ok(Some(w))
     }
 
     /// On the leader: makes a learner that asked for it a voter once it has
@@ -596,7 +669,11 @@ impl Node {
         }
     }
 
-    fn handle_ready(&mut self, rd: Ready) -> Result<(), NodeError> {
+    /// Carries out the first half of a `Ready`: role changes, the leader's
+    /// messages, and the disk work, which it returns as a job to run off the
+    /// node task (or `None` when there is no disk work, in which case the
+    /// `Ready` is finished at once).
+    fn start_ready(&mut self, rd: Ready) -> Result<Option<IoJob>, NodeError> {
         if let Some(ss) = rd.soft_state {
             self.on_soft_state(ss.role, ss.leader);
         }
@@ -623,59 +700,83 @@ impl Node {
             },
             None => None,
         };
-        // 2. One transaction; an fsync only when Raft needs durability.
-        // A new commit index alone needs no fsync: it can always be relearned,
-        // and a lower one after a crash is safe. Term and vote must be durable.
+        // 2. One transaction; an fsync only when Raft needs durability. A new
+        // commit index alone needs none: it can always be relearned, and a
+        // lower one after a crash is safe. Term and vote must be durable.
         let persisted = self.raw.storage().hard_state();
         let vote_changed =
             rd.hard_state.is_some_and(|hs| hs.term != persisted.term || hs.vote != persisted.vote);
         let durable = rd.snapshot.is_some() || !rd.entries.is_empty() || vote_changed;
+        let mut writes = Vec::new();
+        if let Some(meta) = &rd.snapshot {
+            writes.push(self.raw.storage_mut().stage_reset(meta.clone()));
+        }
+        writes.push(self.raw.storage_mut().stage(&rd.entries, rd.hard_state)?);
+        if let Some(w) = self.stage_compaction()? {
+            writes.push(w);
+        }
+        let needs_io = durable || writes.iter().any(|w| !w.is_empty()) || !rd.committed_entries.is_empty();
+        let (staged_data, staged_done) = match staged {
+            Some((data, done)) => (Some(data), Some(done)),
+            None => (None, None),
+        };
+        self.in_flight = Some(InFlight {
+            persisted_messages: rd.persisted_messages,
+            read_states: rd.read_states,
+            committed: rd.committed_entries.clone(),
+            entries: rd.entries.len() as u64,
+            durable,
+            snapshot: staged_done.map(|d| (rd.snapshot.map_or(0, |m| m.index), d)),
+        });
+        if !needs_io {
+            self.finish_ready(None)?;
+            return Ok(None);
+        }
+        Ok(Some(IoJob {
+            db: self.db.clone(),
+            durable,
+            staged: staged_data,
+            writes,
+            sm: self.sm.clone(),
+            committed: rd.committed_entries,
+        }))
+    }
+
+    /// The second half of a `Ready`, once its disk work is done: messages
+    /// that depend on it, answers, reads, `advance`.
+    fn finish_ready(&mut self, done: Option<IoDone>) -> Result<(), NodeError> {
+        let Some(f) = self.in_flight.take() else { return Ok(()) };
         let mut applied = Vec::new();
-        if durable || rd.hard_state.is_some() || !rd.committed_entries.is_empty() {
-            let (raw, sm, db) = (&mut self.raw, &mut self.sm, &self.db);
-            applied = blocking(|| -> Result<Vec<Applied>, StoreError> {
-                let mut wtx = db.begin_write()?;
-                if !durable {
-                    // Applying alone need not be durable: the entries are, and
-                    // a restart re-applies from the durable applied index.
-                    wtx.set_durability(Durability::None)?;
-                }
-                if let (Some(meta), Some((staged, _))) = (&rd.snapshot, &staged) {
-                    sm.install(&wtx, staged)?;
-                    raw.storage_mut().reset_to(&wtx, meta.clone())?;
-                }
-                raw.storage_mut().write(&wtx, &rd.entries, rd.hard_state)?;
-                let applied = sm.apply(&wtx, &rd.committed_entries)?;
-                wtx.commit()?;
-                Ok(applied)
-            })?;
-            if durable {
+        if let Some(done) = done {
+            applied = done.applied?;
+            self.sm = done.sm;
+            if f.durable {
                 self.metrics.fsyncs += 1;
             } else {
                 self.metrics.lazy_commits += 1;
             }
-            self.metrics.entries_persisted += rd.entries.len() as u64;
-            self.metrics.entries_applied += rd.committed_entries.len() as u64;
+            self.metrics.entries_persisted += f.entries;
+            self.metrics.entries_applied += f.committed.len() as u64;
         }
-        if let Some((staged, done)) = staged {
-            info!("{}, installed snapshot at index {}", self.id(), staged.index);
+        if let Some((index, done)) = f.snapshot {
+            info!("{}, installed snapshot at index {index}", self.id());
             let _ = done.send(());
             self.sync_peers();
         }
         // 3. Messages that depend on what was just persisted.
-        for m in rd.persisted_messages {
+        for m in f.persisted_messages {
             self.transport.send(m);
         }
         // 4. Answers.
-        self.log_entries(&rd.committed_entries);
-        if rd.committed_entries.iter().any(|e| e.is_config()) {
+        self.log_entries(&f.committed);
+        if f.committed.iter().any(|e| e.is_config()) {
             self.sync_peers();
         }
         for a in applied {
             self.answer_write(a);
         }
         let applied_index = self.sm.applied();
-        if !self.pending_writes.is_empty() {
+        if self.pending_writes.keys().any(|&i| i <= applied_index) {
             // Entries this member proposed but that were never applied here
             // (skipped by a snapshot): the outcome is unknown.
             let stale: Vec<Index> =
@@ -686,7 +787,7 @@ impl Node {
                 }
             }
         }
-        for rs in rd.read_states {
+        for rs in f.read_states {
             if let Some((req, responder)) = self.pending_reads.remove(&rs.ctx) {
                 self.ready_reads.push((rs.index, req, responder));
             }

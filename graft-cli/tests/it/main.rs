@@ -7,3 +7,4 @@ mod members;
 mod repl;
 mod stdin;
 mod util;
+mod verify;

@@ -152,3 +152,42 @@ fn ctrl_c_abandons_a_running_command_and_the_repl_goes_on() {
     p.exp_eof().expect("quit ends the REPL");
     assert!(matches!(p.process().wait(), Ok(WaitStatus::Exited(_, 0))));
 }
+
+#[test]
+fn ctrl_c_abandons_verify_its_clients_stop_and_its_keys_are_deleted() {
+    let cluster = Cluster::start(3);
+    cluster.wait_leader(Duration::from_secs(20));
+    let data_home = tempfile::tempdir().expect("temp dir");
+    let mut p = spawn_repl(&cluster, data_home.path());
+    p.exp_string("graft(?)> ").expect("prompt");
+    p.send_line("verify --duration 1m --seed 11").expect("type");
+    // On a terminal, the progress bar; wait until the clients have run a while.
+    p.exp_string("verify, seed 11").expect("a progress bar");
+    p.exp_string("1s / 60s").expect("the clients run");
+    let started = std::time::Instant::now();
+    p.send_control('c').expect("Ctrl+C");
+    p.exp_string("cancelled; its keys are being deleted in the background").expect("verify is abandoned");
+    p.exp_string("graft(?)> ").expect("and the REPL goes on");
+    assert!(started.elapsed() < Duration::from_secs(5), "long before the minute is up");
+
+    // Its keys go, and stay gone: no client of the abandoned run still writes.
+    let prompt = regex_prompt();
+    let scan = |p: &mut PtySession| {
+        p.send_line("scan graft-verify/").expect("type");
+        let (before, _) = p.exp_regex(&prompt).expect("prompt after scan");
+        before.contains("graft-verify/000000000000000b/")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while scan(&mut p) {
+        assert!(std::time::Instant::now() < deadline, "the keys of the abandoned run are still there");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!scan(&mut p), "a key came back: a client of the abandoned run still writes");
+    leave(&mut p);
+}
+
+/// Any prompt.
+fn regex_prompt() -> String {
+    r"graft\([^)]*\)> ".to_owned()
+}

@@ -46,6 +46,52 @@ pub(super) fn decode_entry(index: Index, bytes: &[u8]) -> Result<Entry, StoreErr
     Ok(Entry { term, index, payload })
 }
 
+/// Database writes prepared by [`RaftLogStore`]'s `stage` methods, applied
+/// in order: removals, the new base, the entries, the hard state.
+#[derive(Debug, Default)]
+pub struct LogWrite {
+    /// Entries to delete, inclusive.
+    remove: Option<(Index, Index)>,
+    /// A new log base (compaction or snapshot).
+    base: Option<SnapshotMeta>,
+    /// Entries to insert.
+    entries: Vec<Entry>,
+    /// The hard state to record.
+    hard_state: Option<HardState>,
+}
+
+impl LogWrite {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_none() && self.base.is_none() && self.entries.is_empty() && self.hard_state.is_none()
+    }
+
+    /// Writes everything into `wtx`.
+    pub fn apply(&self, wtx: &WriteTransaction) -> Result<(), StoreError> {
+        if self.remove.is_some() || !self.entries.is_empty() {
+            let mut log = wtx.open_table(LOG)?;
+            if let Some((from, to)) = self.remove {
+                for i in from..=to {
+                    log.remove(i)?;
+                }
+            }
+            for e in &self.entries {
+                log.insert(e.index, encode_entry(e)?.as_slice())?;
+            }
+        }
+        if self.base.is_some() || self.hard_state.is_some() {
+            let mut meta = wtx.open_table(META)?;
+            if let Some(base) = &self.base {
+                meta.insert("log_base", encode("log_base", base)?.as_slice())?;
+            }
+            if let Some(hs) = &self.hard_state {
+                meta.insert("hard_state", encode("hard_state", hs)?.as_slice())?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The Raft log and hard state of one member.
 ///
 /// Reads come from memory where possible (every entry's term, the newest
@@ -147,16 +193,19 @@ impl RaftLogStore {
         self.terms.is_empty()
     }
 
-    /// Writes `entries` (replacing any at or after the first one's index) and
-    /// `hard_state` into `wtx`, and updates the in-memory view. If the
-    /// transaction then fails to commit, the view is wrong: the caller must
-    /// stop using this store (graft-kv exits).
-    pub fn write(
+    /// Records `entries` (replacing any at or after the first one's index)
+    /// and `hard_state` in the in-memory view now, and returns the database
+    /// writes that make them durable, to be applied in a write transaction
+    /// (possibly on another thread). The core never reads an index from
+    /// storage before it learns that index is durable, so updating the view
+    /// first is safe. If the writes then fail, the view is wrong: the caller
+    /// must stop using this store (graft-kv exits).
+    pub fn stage(
         &mut self,
-        wtx: &WriteTransaction,
         entries: &[Entry],
         hard_state: Option<HardState>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<LogWrite, StoreError> {
+        let mut w = LogWrite::default();
         if let Some(first) = entries.first() {
             let from = first.index;
             if from <= self.base.index || from > self.last() + 1 {
@@ -169,12 +218,9 @@ impl RaftLogStore {
                     ),
                 });
             }
-            let mut log = wtx.open_table(LOG)?;
             let last = self.last();
             if from <= last {
-                for i in from..=last {
-                    log.remove(i)?;
-                }
+                w.remove = Some((from, last));
             }
             let keep = (from - self.base.index - 1) as usize;
             self.terms.truncate(keep);
@@ -182,11 +228,10 @@ impl RaftLogStore {
                 self.total_bytes -= u64::from(s);
             }
             for e in entries {
-                let bytes = encode_entry(e)?;
-                log.insert(e.index, bytes.as_slice())?;
+                let size = e.size() + 8;
                 self.terms.push_back(e.term);
-                self.sizes.push_back(bytes.len() as u32);
-                self.total_bytes += bytes.len() as u64;
+                self.sizes.push_back(size as u32);
+                self.total_bytes += size;
             }
             while self.cache.back().is_some_and(|e| e.index >= from) {
                 self.cache.pop_back();
@@ -198,33 +243,36 @@ impl RaftLogStore {
             while self.cache.len() > CACHE_ENTRIES {
                 self.cache.pop_front();
             }
+            w.entries = entries.to_vec();
         }
         if let Some(hs) = hard_state {
-            let mut meta = wtx.open_table(META)?;
-            meta.insert("hard_state", encode("hard_state", &hs)?.as_slice())?;
+            w.hard_state = Some(hs);
             self.hard_state = hs;
         }
-        Ok(())
+        Ok(w)
     }
 
-    /// Drops entries up to and including `index`, recording (`index`,
-    /// `term`, `conf`) as the new base. `index` must be applied and durable.
-    pub fn compact(
+    /// Like [`RaftLogStore::stage`], written into `wtx` at once.
+    pub fn write(
         &mut self,
         wtx: &WriteTransaction,
-        index: Index,
-        term: Term,
-        conf: ConfState,
+        entries: &[Entry],
+        hard_state: Option<HardState>,
     ) -> Result<(), StoreError> {
+        self.stage(entries, hard_state)?.apply(wtx)
+    }
+
+    /// Drops entries up to and including `index` from the view, recording
+    /// (`index`, `term`, `conf`) as the new base; returns the database
+    /// writes. `index` must be applied and durable.
+    pub fn stage_compact(&mut self, index: Index, term: Term, conf: ConfState) -> LogWrite {
+        let mut w = LogWrite::default();
         if index <= self.base.index || index > self.last() {
-            return Ok(());
+            return w;
         }
-        let mut log = wtx.open_table(LOG)?;
-        for i in self.base.index + 1..=index {
-            log.remove(i)?;
-        }
+        w.remove = Some((self.base.index + 1, index));
         let base = SnapshotMeta { index, term, conf };
-        wtx.open_table(META)?.insert("log_base", encode("log_base", &base)?.as_slice())?;
+        w.base = Some(base.clone());
         let drop = (index - self.base.index) as usize;
         self.terms.drain(..drop);
         for s in self.sizes.drain(..drop) {
@@ -234,23 +282,40 @@ impl RaftLogStore {
             self.cache.pop_front();
         }
         self.base = base;
-        Ok(())
+        w
     }
 
-    /// Replaces the whole log with an installed snapshot's base.
-    pub fn reset_to(&mut self, wtx: &WriteTransaction, meta: SnapshotMeta) -> Result<(), StoreError> {
-        let mut log = wtx.open_table(LOG)?;
-        for i in self.base.index + 1..=self.last() {
-            log.remove(i)?;
+    /// Like [`RaftLogStore::stage_compact`], written into `wtx` at once.
+    pub fn compact(
+        &mut self,
+        wtx: &WriteTransaction,
+        index: Index,
+        term: Term,
+        conf: ConfState,
+    ) -> Result<(), StoreError> {
+        self.stage_compact(index, term, conf).apply(wtx)
+    }
+
+    /// Replaces the whole log with an installed snapshot's base (in the view
+    /// now; the returned writes make it durable).
+    pub fn stage_reset(&mut self, meta: SnapshotMeta) -> LogWrite {
+        let mut w = LogWrite::default();
+        if self.last() > self.base.index {
+            w.remove = Some((self.base.index + 1, self.last()));
         }
-        wtx.open_table(META)?.insert("log_base", encode("log_base", &meta)?.as_slice())?;
+        w.base = Some(meta.clone());
         self.terms.clear();
         self.sizes.clear();
         self.total_bytes = 0;
         self.cache.clear();
         self.hard_state.commit = self.hard_state.commit.max(meta.index);
         self.base = meta;
-        Ok(())
+        w
+    }
+
+    /// Like [`RaftLogStore::stage_reset`], written into `wtx` at once.
+    pub fn reset_to(&mut self, wtx: &WriteTransaction, meta: SnapshotMeta) -> Result<(), StoreError> {
+        self.stage_reset(meta).apply(wtx)
     }
 
     fn read_entries(&self, lo: Index, hi: Index, max_bytes: u64) -> Result<Vec<Entry>, StoreError> {

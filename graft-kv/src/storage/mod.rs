@@ -20,7 +20,7 @@ use redb::backends::InMemoryBackend;
 use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-pub use log::RaftLogStore;
+pub use log::{LogWrite, RaftLogStore};
 pub use state_machine::{Applied, MemberRecord, StagedSnapshot, StateMachine};
 
 use crate::error::StoreError;

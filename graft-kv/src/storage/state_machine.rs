@@ -112,7 +112,9 @@ pub(super) fn decode_applied(bytes: &[u8]) -> Result<Index, StoreError> {
     Ok(meta.applied)
 }
 
-/// The key-value state machine of one member.
+/// The key-value state machine of one member. Cloning gives a handle on the
+/// same database with a copy of the in-memory metadata.
+#[derive(Clone)]
 pub struct StateMachine {
     db: Arc<Database>,
     meta: SmMeta,
