@@ -15,8 +15,9 @@ use crate::search::{search, Budget, SearchOutcome};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Most configurations (set of linearized operations, register value)
-    /// one key's search may remember. Each costs about `n / 8 + 16` bytes
-    /// for a key with `n` operations.
+    /// one key's search may remember. Each costs a few dozen bytes, plus a
+    /// bit per unknown-outcome operation on the key and per operation
+    /// pending concurrently at that point.
     pub max_states: u64,
     /// Most bytes one key's search may use for remembered configurations
     /// (approximate).
@@ -24,25 +25,26 @@ pub struct Limits {
     /// Wall-clock limit for the whole check, minimization included; `None`
     /// for no limit.
     pub time_limit: Option<Duration>,
-    /// Most searches the minimization of a violation may run. When it is
-    /// reached the violation is reported as found so far, marked not
-    /// minimal.
-    pub max_minimize_searches: usize,
-    /// [`Limits::max_states`] for each search run while minimizing: a
-    /// candidate subset whose search exceeds it is taken as not shown
-    /// non-linearizable.
+    /// Most configurations the minimization of a violation may explore, in
+    /// all its searches. When that is reached, the violation is reported as
+    /// shrunk so far, marked not minimal.
+    pub minimize_total_states: u64,
+    /// [`Limits::max_states`] for each search run while minimizing, unless
+    /// the search that found the violation needed more: then twice what it
+    /// needed. A candidate subset whose search exceeds it is taken as not
+    /// shown non-linearizable.
     pub minimize_max_states: u64,
 }
 
 impl Default for Limits {
-    /// Ten million states, 512 MiB, no time limit, 10 000 minimization
-    /// searches of at most 100 000 states each.
+    /// Ten million states, 512 MiB, no time limit; minimization: at least
+    /// 100 000 states per search, twenty million in all.
     fn default() -> Self {
         Limits {
             max_states: 10_000_000,
             max_cache_bytes: 512 << 20,
             time_limit: None,
-            max_minimize_searches: 10_000,
+            minimize_total_states: 20_000_000,
             minimize_max_states: 100_000,
         }
     }
@@ -270,12 +272,17 @@ pub fn check_with(history: &History, limits: &Limits) -> Verdict {
         // time and the report needs no further sorting.
         ops.sort_by_key(|op| op.invoke);
         let initial = history.initial(key).map(|v| &v[..]);
-        match search(&ops, initial, &budget) {
+        let (outcome, states) = search(&ops, initial, &budget);
+        match outcome {
             SearchOutcome::Linearizable => {}
             SearchOutcome::NotLinearizable { relevant } => {
-                let minimize_budget = Budget { max_states: limits.minimize_max_states, ..budget };
+                // Subsets may need more states than the whole to be
+                // refuted (fewer observations prune less), but not many
+                // times more in practice.
+                let max_states = limits.minimize_max_states.max(states.saturating_mul(2));
+                let minimize_budget = Budget { max_states, ..budget };
                 let minimized =
-                    minimize(&ops, relevant, initial, minimize_budget, limits.max_minimize_searches);
+                    minimize(&ops, relevant, initial, minimize_budget, limits.minimize_total_states);
                 let mut operations = Vec::new();
                 let mut usage = Vec::new();
                 for (op, form) in ops.iter().zip(&minimized.forms) {

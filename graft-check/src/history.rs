@@ -194,7 +194,7 @@ pub enum HistoryError {
 }
 
 /// A history of operations on a key-value store, to be checked with
-/// [`check`](crate::check).
+/// [`check()`](crate::check()).
 ///
 /// Build it with [`History::push`] (which validates each operation) and
 /// optionally [`History::set_initial`]; keys not given an initial value start

@@ -3,7 +3,7 @@
 //!
 //! A test harness records, for every client request, what was asked, when
 //! it was invoked, when (and whether) it completed and what came back, in a
-//! [`History`]. [`check`] then decides whether some total order of the
+//! [`History`]. [`check()`] then decides whether some total order of the
 //! operations is consistent with both the real-time order of the requests
 //! and the sequential semantics of the store: whether the history is
 //! *linearizable*.
@@ -58,23 +58,55 @@
 //!   operation, puts its events back and tries the next candidate after
 //!   it. It succeeds when every known-outcome operation is linearized, and
 //!   fails when it must backtrack from an empty stack.
-//! - A cache of configurations already explored, (bitset of linearized
+//! - A cache of configurations already explored, (set of linearized
 //!   operations, register state), prunes the search: the future of a
-//!   configuration does not depend on how it was reached. The bitset's hash
-//!   is kept incrementally (one random word per operation, xor-ed in).
-//! - Unknown-outcome operations have no return event and live in a second
-//!   list. They are tried after the known candidates, and only those
-//!   invoked before the frontier. Since they are optional, an unknown
-//!   operation immediately followed by a blind write (a put or a delete
-//!   reporting nothing) is never tried: the configuration without it,
-//!   reached by the write alone, dominates.
+//!   configuration does not depend on how it was reached. Sets are bitsets
+//!   hashed incrementally (one random word per operation, xor-ed in).
+//!   Known operations are numbered by return time, so the set is all ones
+//!   up to the frontier, and only the span of concurrently pending
+//!   operations after it is stored.
 //! - A budget ([`Limits`]) bounds the states remembered, their memory and
 //!   the wall-clock time; past it the check returns [`Verdict::GaveUp`].
 //!
+//! Pruning rules make the search practical on long, concurrent histories.
+//! Each only skips configurations that a configuration the search does
+//! explore dominates (has every successful continuation they have), so
+//! the search stays exact:
+//!
+//! - **Value abstraction**: only values some operation can tell apart (a
+//!   read returned one, a compare-and-swap expected one) get their own
+//!   state; all others, typically values overwritten before anyone read
+//!   them, share one state.
+//! - **Forced observers**: a read (or failed compare-and-swap) among the
+//!   candidates whose result holds in the current state is linearized at
+//!   once, as the only child: it changes nothing, so any continuation can
+//!   be rearranged to start with it.
+//! - **Twins**: of two operations with the same effect and outcome kind,
+//!   the one invoked later (and, if both are known, returning later) is
+//!   not tried while the other is pending: they can trade places.
+//! - **Unknown operations** have no return event and live in a second list.
+//!   They are tried after the known candidates, only if invoked before the
+//!   frontier, and only if some candidate could use the state they leave
+//!   (one that is not a blind write, i.e. a put or a delete reporting
+//!   nothing): an unknown operation followed directly by a blind write
+//!   had no visible effect, and the configuration without it dominates. The
+//!   cache also prunes a configuration when one with the same known set and
+//!   state but a subset of its unknown operations was explored, as unknown
+//!   operations are optional.
+//!
+//! # Minimization
+//!
 //! When a key is not linearizable, its operations are shrunk to a small
-//! subset that is still not linearizable (greedy delta debugging, keeping
-//! every remaining observation explained by some remaining write) and
-//! reported as a [`Violation`], whose `Display` lists them one per line.
+//! subset that is still not linearizable, by greedy delta debugging. As
+//! linearizability is not monotone (removing a write can make a read
+//! impossible), only moves that keep a linearizable set linearizable are
+//! made, so that the result still proves the history is not linearizable:
+//! removing reads and failed compare-and-swaps, weakening a successful
+//! compare-and-swap to a put of its new value or a delete to one reporting
+//! nothing ([`Usage::WriteOnly`]), making a write optional
+//! ([`Usage::Optional`]), and removing a write no remaining operation could
+//! observe. The result is reported as a [`Violation`], whose `Display`
+//! lists its operations one per line.
 
 #![warn(missing_docs)]
 

@@ -28,14 +28,18 @@
 //!   only be optional compare-and-swaps that did nothing, which can be
 //!   dropped, and then `w` too.
 //! - additionally, when a search fails it reports the furthest point it
-//!   reached; operations invoked after it were never looked at and are
-//!   dropped at once (the search of any set that adds such operations fails
-//!   the same way).
+//!   reached; operations invoked after it were never looked at, and are
+//!   dropped at once (observers removed, writes relaxed: the search of the
+//!   result fails the same way).
 //!
-//! The order is greedy delta debugging: removals first, on chunks of
-//! halving size and then one operation at a time until none works; then
-//! keeping only writes; then relaxing, one operation at a time; and again
-//! from the removals until no move works.
+//! The order is greedy delta debugging. A long history is first cut down by
+//! *forgetting* large chunks (their observers removed and writes relaxed at
+//! once), which leaves fewer known operations and so makes the searches
+//! cheaper. Then come removals, on chunks of halving size and then one
+//! operation at a time until none works; then keeping only writes; then
+//! relaxing, one operation at a time; and again from the removals until no
+//! move works. Removals come before relaxations because relaxing a write
+//! early can make more reads necessary to the violation.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -102,6 +106,11 @@ pub(crate) enum Form {
 /// A kind of move.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
+    /// Forget operations: remove observers and relax writes. Used first,
+    /// on large chunks, to shed most of a long history cheaply (it leaves
+    /// fewer known operations, so the searches get easier, unlike mere
+    /// removals of observers, which leave writes less constrained).
+    Forget,
     /// Remove observers, and writes nothing else could use.
     Remove,
     /// Keep only the write of swaps and deletes with a constraint; make
@@ -161,8 +170,8 @@ struct Minimizer<'a, 'i> {
     optional: Vec<Option<Operation>>,
     initial: Option<&'i [u8]>,
     budget: Budget,
-    /// Searches still allowed.
-    searches_left: usize,
+    /// Configurations the searches may still explore in all.
+    states_left: u64,
     /// Set when a search could not decide since it was last cleared: then a
     /// rejected move proves nothing.
     inconclusive: bool,
@@ -203,7 +212,7 @@ impl<'a> Minimizer<'a, '_> {
     }
 
     fn out_of_budget(&self) -> bool {
-        self.searches_left == 0 || self.budget.deadline.is_some_and(|d| Instant::now() >= d)
+        self.states_left == 0 || self.budget.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     /// The weaker form operation `i` may move to with a move of this kind,
@@ -212,7 +221,12 @@ impl<'a> Minimizer<'a, '_> {
         let form = config[i];
         let op = self.op(i, form)?;
         match mode {
-            Mode::Remove if is_observer(op) => Some(Form::Removed),
+            Mode::Remove | Mode::Forget if is_observer(op) => Some(Form::Removed),
+            Mode::Forget
+                if form < Form::Optional && (!op.is_unknown() || matches!(op.call, Call::Cas { .. })) =>
+            {
+                self.optional[i].is_some().then_some(Form::Optional)
+            }
             Mode::Remove => (!needs.usable(written_by(op), need_of(op))).then_some(Form::Removed),
             Mode::WriteOnly if form == Form::Recorded && self.write_only[i].is_some() => {
                 Some(Form::WriteOnly)
@@ -230,17 +244,20 @@ impl<'a> Minimizer<'a, '_> {
     }
 
     /// Searches a configuration; if it is not linearizable, returns it with
-    /// the operations the failed search never looked at removed.
+    /// the operations the failed search never looked at dropped (see
+    /// [`Minimizer::cut`]).
     fn refute(&mut self, config: &[Form]) -> Option<Vec<Form>> {
         if self.out_of_budget() {
             self.inconclusive = true;
             return None;
         }
-        self.searches_left -= 1;
         let (ops, indices) = self.ops(config);
-        match search(&ops, self.initial, &self.budget) {
+        let budget = Budget { max_states: self.budget.max_states.min(self.states_left), ..self.budget };
+        let (outcome, states) = search(&ops, self.initial, &budget);
+        self.states_left = self.states_left.saturating_sub(states.max(1));
+        match outcome {
             SearchOutcome::Linearizable => None,
-            SearchOutcome::NotLinearizable { relevant } => Some(cut(config, &indices, &relevant)),
+            SearchOutcome::NotLinearizable { relevant } => Some(self.cut(config, &indices, &relevant)),
             SearchOutcome::GaveUp(_) => {
                 self.inconclusive = true;
                 None
@@ -249,11 +266,17 @@ impl<'a> Minimizer<'a, '_> {
     }
 
     /// Greedy delta debugging with moves of one kind: on chunks of halving
-    /// size from `first_chunk` (0 = half the set), then on single
-    /// operations until no move works. Returns whether anything changed and
-    /// whether the last round was conclusive, or `None` if the budget ran
-    /// out.
-    fn pass(&mut self, config: &mut Vec<Form>, mode: Mode, first_chunk: usize) -> Option<(bool, bool)> {
+    /// size from `first_chunk` (0 = half the set) down to `last_chunk`, and
+    /// if that is 1, on single operations until no move works. Returns
+    /// whether anything changed and whether the last round was conclusive,
+    /// or `None` if the budget ran out.
+    fn pass(
+        &mut self,
+        config: &mut Vec<Form>,
+        mode: Mode,
+        first_chunk: usize,
+        last_chunk: usize,
+    ) -> Option<(bool, bool)> {
         let mut chunk = if first_chunk == 0 { alive(config).len() / 2 } else { first_chunk }.max(1);
         let mut changed_at_all = false;
         loop {
@@ -293,28 +316,55 @@ impl<'a> Minimizer<'a, '_> {
                 }
             }
             changed_at_all |= changed;
-            if chunk > 1 {
-                chunk = (chunk / 2).min(alive(config).len() / 2).max(1);
-            } else if !changed {
+            if chunk > last_chunk {
+                chunk = (chunk / 2).min(alive(config).len() / 2).max(last_chunk);
+            } else if !changed || last_chunk > 1 {
                 return Some((changed_at_all, !self.inconclusive));
             }
         }
     }
 }
 
+/// Sets larger than this are first shrunk with [`Mode::Forget`]...
+const FORGET_ABOVE: usize = 64;
+/// ... on chunks no smaller than this.
+const FORGET_CHUNK: usize = 8;
+
 /// Alive (not removed) operations of a configuration.
 fn alive(config: &[Form]) -> Vec<usize> {
     (0..config.len()).filter(|&i| config[i] != Form::Removed).collect()
 }
 
-/// `config` with every operation not in `relevant` (positions into
-/// `indices`, the configuration's operations) removed.
-fn cut(config: &[Form], indices: &[usize], relevant: &[usize]) -> Vec<Form> {
-    let mut out = vec![Form::Removed; config.len()];
-    for &r in relevant {
-        out[indices[r]] = config[indices[r]];
+impl Minimizer<'_, '_> {
+    /// `config` with every operation not in `relevant` (positions into
+    /// `indices`, the configuration's operations) dropped: observers
+    /// removed, writes relaxed.
+    ///
+    /// The failed search never looked at those operations (all invoked
+    /// after the furthest point it reached), and optional ones invoked that
+    /// late would never be candidates either, so the search of the result
+    /// fails the same way. Relaxing rather than removing the writes keeps
+    /// the result a proof: removing a write could leave a read invoked
+    /// before that point, but linearized after, without its value.
+    fn cut(&self, config: &[Form], indices: &[usize], relevant: &[usize]) -> Vec<Form> {
+        let mut out = config.to_vec();
+        let mut keep = vec![false; config.len()];
+        for &r in relevant {
+            keep[indices[r]] = true;
+        }
+        for &i in indices {
+            if keep[i] {
+                continue;
+            }
+            let Some(op) = self.op(i, config[i]) else { continue };
+            if is_observer(op) {
+                out[i] = Form::Removed;
+            } else if config[i] < Form::Optional && !op.is_unknown() && self.optional[i].is_some() {
+                out[i] = Form::Optional;
+            }
+        }
+        out
     }
-    out
 }
 
 /// The [`Form::WriteOnly`] form of an operation, if it differs from the
@@ -359,7 +409,7 @@ pub(crate) fn minimize(
     relevant: Vec<usize>,
     initial: Option<&[u8]>,
     budget: Budget,
-    max_searches: usize,
+    total_states: u64,
 ) -> Minimized {
     let mut m = Minimizer {
         all: ops,
@@ -367,14 +417,18 @@ pub(crate) fn minimize(
         optional: ops.iter().map(|op| optional_form(op)).collect(),
         initial,
         budget,
-        searches_left: max_searches,
+        states_left: total_states,
         inconclusive: false,
     };
     let all_indices: Vec<usize> = (0..ops.len()).collect();
-    let mut config = cut(&vec![Form::Recorded; ops.len()], &all_indices, &relevant);
+    let mut config = m.cut(&vec![Form::Recorded; ops.len()], &all_indices, &relevant);
+    // A long history: forget most of it first.
+    if alive(&config).len() > FORGET_ABOVE && m.pass(&mut config, Mode::Forget, 0, FORGET_CHUNK).is_none() {
+        return Minimized { forms: config, minimal: false };
+    }
     let minimal = loop {
-        let Some((_, removals_settled)) = m.pass(&mut config, Mode::Remove, 0) else { break false };
-        let Some((changed, write_only_settled)) = m.pass(&mut config, Mode::WriteOnly, 0) else {
+        let Some((_, removals_settled)) = m.pass(&mut config, Mode::Remove, 0, 1) else { break false };
+        let Some((changed, write_only_settled)) = m.pass(&mut config, Mode::WriteOnly, 0, 1) else {
             break false;
         };
         if changed {
@@ -382,7 +436,7 @@ pub(crate) fn minimize(
         }
         // Relaxing adds optional operations, which make searches costlier:
         // one at a time.
-        let Some((changed, relax_settled)) = m.pass(&mut config, Mode::Relax, 1) else { break false };
+        let Some((changed, relax_settled)) = m.pass(&mut config, Mode::Relax, 1, 1) else { break false };
         if !changed {
             break removals_settled && write_only_settled && relax_settled;
         }

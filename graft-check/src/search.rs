@@ -36,11 +36,16 @@ pub(crate) struct Budget {
 pub(crate) enum SearchOutcome {
     /// A linearization exists.
     Linearizable,
-    /// None exists. `relevant` lists the indices (into the searched slice,
-    /// ascending) of the operations invoked before the furthest point the
-    /// search reached: the search never looked at any other operation, so
-    /// this subset is not linearizable either.
-    NotLinearizable { relevant: Vec<usize> },
+    /// None exists.
+    NotLinearizable {
+        /// The indices (into the searched slice, ascending) of the
+        /// operations invoked before the furthest point the search reached.
+        /// The search never looked at the others: with them dropped (or
+        /// made optional, as optional operations invoked that late are never
+        /// candidates either) it explores the same configurations and fails
+        /// the same way.
+        relevant: Vec<usize>,
+    },
     /// The budget ran out first.
     GaveUp(GiveUpReason),
 }
@@ -213,7 +218,12 @@ struct Linearized {
 
 impl Linearized {
     fn new(known: usize, unknown: usize) -> Self {
-        Linearized { known: vec![0; known.div_ceil(64)], unknown: vec![0; unknown.div_ceil(64)], low: 0, high: 0 }
+        Linearized {
+            known: vec![0; known.div_ceil(64)],
+            unknown: vec![0; unknown.div_ceil(64)],
+            low: 0,
+            high: 0,
+        }
     }
 
     fn contains(&self, bit: Bit) -> bool {
@@ -575,8 +585,7 @@ impl Search {
         let twin = self.twin_before[op as usize];
         twin != NIL
             && !self.is_linearized(twin)
-            && (!self.known[op as usize]
-                || self.return_node[twin as usize] <= self.return_node[op as usize])
+            && (!self.known[op as usize] || self.return_node[twin as usize] <= self.return_node[op as usize])
     }
 
     fn is_linearized(&self, op: u32) -> bool {
@@ -586,7 +595,13 @@ impl Search {
     /// Linearizes `op` next, leaving `new_state`, unless that configuration
     /// (or one dominating it) was explored already: then returns false and
     /// changes nothing.
-    fn push(&mut self, op: u32, new_state: u32, resume: Resume, budget: &Budget) -> Result<bool, GiveUpReason> {
+    fn push(
+        &mut self,
+        op: u32,
+        new_state: u32,
+        resume: Resume,
+        budget: &Budget,
+    ) -> Result<bool, GiveUpReason> {
         self.linearized.insert(self.bit[op as usize]);
         let new_hash = self.hash ^ self.zobrist[op as usize];
         if !self.cache.insert(new_hash ^ mix64(u64::from(new_state)), new_state, &self.linearized) {
@@ -751,9 +766,11 @@ impl Search {
                     cursor = Some(Cursor::Unknown { node: self.next[UNKNOWN_HEAD as usize], frontier });
                     continue;
                 }
-                Cursor::Unknown { node, frontier } if node != NIL && Self::rank(node) < frontier => {
-                    (node, Resume::Unknown(frontier), Cursor::Unknown { node: self.next[node as usize], frontier })
-                }
+                Cursor::Unknown { node, frontier } if node != NIL && Self::rank(node) < frontier => (
+                    node,
+                    Resume::Unknown(frontier),
+                    Cursor::Unknown { node: self.next[node as usize], frontier },
+                ),
                 Cursor::Unknown { frontier, .. } => {
                     // Every candidate failed.
                     match self.fail(frontier) {
@@ -797,25 +814,89 @@ impl Search {
 }
 
 /// Searches for a linearization of `ops` (all on one key) from `initial`.
-pub(crate) fn search(ops: &[&Operation], initial: Option<&[u8]>, budget: &Budget) -> SearchOutcome {
+/// Also returns how many configurations it explored.
+pub(crate) fn search(ops: &[&Operation], initial: Option<&[u8]>, budget: &Budget) -> (SearchOutcome, u64) {
     let values = Interner::new(ops);
     let initial = values.id(initial);
     let steps = ops.iter().map(|op| step_of(op, &values)).collect();
     let mut search = Search::new(ops, steps, initial);
-    match search.run(budget) {
+    let outcome = match search.run(budget) {
         Ok(None) => SearchOutcome::Linearizable,
         Ok(Some(frontier)) => {
-            // The search never looked at operations invoked after the
-            // furthest frontier: on the operations invoked before it, it
-            // would explore the same configurations (its choices depend
-            // only on the candidates, always invoked before the frontier,
-            // and on values told apart by these operations or more) and fail
-            // the same way.
-            let relevant = (0..ops.len())
-                .filter(|&i| Search::rank(search.call_node[i]) < frontier)
-                .collect();
+            // Every configuration explored had a frontier at most this one
+            // (each was backtracked from), and every choice depends only on
+            // candidates, all invoked before their configuration's frontier.
+            let relevant = (0..ops.len()).filter(|&i| Search::rank(search.call_node[i]) < frontier).collect();
             SearchOutcome::NotLinearizable { relevant }
         }
         Err(reason) => SearchOutcome::GaveUp(reason),
+    };
+    (outcome, search.cache.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linearized_keeps_a_canonical_span() {
+        let mut set = Linearized::new(200, 3);
+        for i in 0..64 {
+            set.insert(Bit::Known(i));
+        }
+        assert_eq!((set.low, set.known_span()), (1, &[][..]));
+        set.insert(Bit::Known(130));
+        assert_eq!(set.known_span(), &[0, 1 << 2][..]);
+        set.remove(Bit::Known(5));
+        assert_eq!(set.low, 0);
+        assert_eq!(set.known_span().len(), 3);
+        set.remove(Bit::Known(130));
+        set.insert(Bit::Known(5));
+        assert_eq!((set.low, set.known_span()), (1, &[][..]));
+        set.insert(Bit::Unknown(2));
+        assert!(set.contains(Bit::Unknown(2)) && !set.contains(Bit::Unknown(1)));
+    }
+
+    #[test]
+    fn cache_prunes_dominated_configurations() {
+        let mut cache = Cache::new(1);
+        let mut set = Linearized::new(3, 3);
+        set.insert(Bit::Known(0));
+        set.insert(Bit::Unknown(1));
+        assert!(cache.insert(7, 1, &set));
+        assert!(!cache.insert(7, 1, &set), "the same configuration");
+        set.insert(Bit::Unknown(2));
+        assert!(!cache.insert(7, 1, &set), "more optional operations used: dominated");
+        assert!(cache.insert(7, 2, &set), "another state");
+        set.remove(Bit::Unknown(1));
+        assert!(cache.insert(7, 1, &set), "not a superset of {{1}}");
+        set.remove(Bit::Unknown(2));
+        assert!(cache.insert(7, 1, &set), "the empty set dominates, but is new");
+        assert_eq!(cache.len(), 4);
+    }
+
+    #[test]
+    fn values_nobody_tells_apart_share_a_state() {
+        let ops = [
+            Operation::new(1, "k", Call::Put("a".into()), Outcome::Put, 0, 1),
+            Operation::new(1, "k", Call::Put("b".into()), Outcome::Put, 0, 1),
+            Operation::new(1, "k", Call::Get, Outcome::Get(Some("c".into())), 0, 1),
+            Operation::new(
+                1,
+                "k",
+                Call::Cas { expected: Some("d".into()), new: "e".into() },
+                Outcome::Cas(true),
+                0,
+                1,
+            ),
+        ];
+        let refs: Vec<&Operation> = ops.iter().collect();
+        let values = Interner::new(&refs);
+        assert_eq!(values.id(Some(b"a")), ANONYMOUS);
+        assert_eq!(values.id(Some(b"e")), ANONYMOUS);
+        assert!(values.id(Some(b"c")) >= FIRST_VALUE);
+        assert!(values.id(Some(b"d")) >= FIRST_VALUE);
+        assert_ne!(values.id(Some(b"c")), values.id(Some(b"d")));
+        assert_eq!(values.id(None), ABSENT);
     }
 }
