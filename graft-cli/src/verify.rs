@@ -293,7 +293,7 @@ async fn prepare_and_run(
     progress.start(start);
     let final_reads = || {
         progress.set(Phase::FinalReads);
-        std::future::ready(())
+        std::future::ready(None)
     };
     let recorded = workload::run(plan.endpoints.clone(), opts, plan.timeout, final_reads).await;
     Ok((recorded, start.elapsed()))
@@ -483,7 +483,7 @@ pub(crate) mod tests {
     fn recorded(ops: Vec<Operation>, unknown: u64, failed_reads: u64) -> Recorded {
         let ok = ops.iter().filter(|op| !op.is_unknown()).count() as u64;
         let history = History::from_operations(ops).expect("a valid history");
-        Recorded { history, ok, unknown, failed_reads }
+        Recorded { history, ok, unknown, failed_reads, final_reads_failed: 0 }
     }
 
     fn put(client: u64, key: &str, value: &str, invoke: u64, complete: u64) -> Operation {

@@ -97,6 +97,8 @@ struct Inner {
     /// Sequence numbers of writes not yet finished.
     outstanding: Mutex<BTreeSet<u64>>,
     leader: Mutex<Option<String>>,
+    /// The endpoints given, plus leaders learnt from hints.
+    endpoints: Mutex<Vec<String>>,
     conns: Mutex<HashMap<String, Arc<Conn>>>,
     rotate: AtomicUsize,
 }
@@ -133,6 +135,7 @@ fn random_u64() -> u64 {
 impl Client {
     /// A client for the cluster in `opts`. Connects lazily.
     pub fn new(opts: ClientOptions) -> Client {
+        let endpoints = opts.endpoints.clone();
         Client {
             inner: Arc::new(Inner {
                 opts,
@@ -140,6 +143,7 @@ impl Client {
                 next_seq: AtomicU64::new(1),
                 outstanding: Mutex::new(BTreeSet::new()),
                 leader: Mutex::new(None),
+                endpoints: Mutex::new(endpoints),
                 conns: Mutex::new(HashMap::new()),
                 rotate: AtomicUsize::new(0),
             }),
@@ -313,7 +317,7 @@ impl Client {
                 return l;
             }
         }
-        let eps = &self.inner.opts.endpoints;
+        let Ok(eps) = self.inner.endpoints.lock() else { return String::new() };
         if eps.is_empty() {
             return String::new();
         }
@@ -321,6 +325,14 @@ impl Client {
     }
 
     fn set_leader(&self, addr: Option<String>) {
+        // A leader named by a hint may be a member the endpoints did not
+        // list (one added later): remember it, so that the client can still
+        // find the cluster after the members it started with are gone.
+        if let (Some(a), Ok(mut eps)) = (&addr, self.inner.endpoints.lock()) {
+            if !eps.contains(a) {
+                eps.push(a.clone());
+            }
+        }
         if let Ok(mut l) = self.inner.leader.lock() {
             *l = addr;
         }

@@ -79,6 +79,9 @@ pub struct Recorded {
     pub unknown: u64,
     /// Reads that failed (they are left out: a failed read has no effect).
     pub failed_reads: u64,
+    /// Of those, final reads (after healing) that failed: a healed cluster
+    /// should answer them all.
+    pub final_reads_failed: u64,
 }
 
 /// Shared recording state.
@@ -113,7 +116,8 @@ impl Recorder {
 /// Runs the workload against `endpoints` and returns what it recorded,
 /// including a final linearizable read of every key by a fresh client
 /// (with `final_timeout`) after `before_final_reads` has run (the fault
-/// tests heal the cluster there).
+/// tests heal the cluster there; it may return the endpoints to read from,
+/// if the membership changed).
 pub async fn run<F, Fut>(
     endpoints: Vec<String>,
     opts: &WorkloadOptions,
@@ -122,7 +126,7 @@ pub async fn run<F, Fut>(
 ) -> Recorded
 where
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: std::future::Future<Output = Option<Vec<String>>>,
 {
     let recorder = Arc::new(Recorder { origin: Instant::now(), out: Mutex::new(Recorded::default()) });
     let keys = opts.key_names();
@@ -141,7 +145,7 @@ where
     for t in tasks {
         let _ = t.await;
     }
-    before_final_reads().await;
+    let endpoints = before_final_reads().await.unwrap_or(endpoints);
     let reader = Client::new(ClientOptions { endpoints, timeout: final_timeout });
     for key in keys.iter() {
         let invoke = recorder.now();
@@ -154,7 +158,12 @@ where
                 invoke,
                 recorder.now(),
             ),
-            Err(_) => Operation::unknown(0, key.clone(), Call::Get, invoke),
+            Err(_) => {
+                if let Ok(mut r) = recorder.out.lock() {
+                    r.final_reads_failed += 1;
+                }
+                Operation::unknown(0, key.clone(), Call::Get, invoke)
+            }
         };
         recorder.record(op);
     }

@@ -319,13 +319,35 @@ async fn jepsen(nemesis: Nemesis, seed: u64, secs: u64, members: u64) {
             stop.cancel();
             let _ = nemesis_task.await;
             let mut h = h.lock().await;
+            let t = h.started.elapsed();
+            h.log.push(format!("{t:>6.1?} workload over, nemesis stopped; healing"));
             h.heal();
             h.cluster.wait_leader(Duration::from_secs(60)).await;
+            let t = h.started.elapsed();
+            h.log.push(format!("{t:>6.1?} healed; final reads"));
+            // Read from the members there are now.
+            Some(
+                h.cluster
+                    .running()
+                    .iter()
+                    .filter_map(|id| h.cluster.members.iter().find(|m| m.id == *id))
+                    .map(|m| m.addr.clone())
+                    .collect(),
+            )
         })
         .await
     };
     let h = harness.lock().await;
+    let recorded_at = h.started.elapsed();
+    if std::env::var("GRAFT_JEPSEN_VERBOSE").is_ok() {
+        println!("{}", h.log.join("\n"));
+    }
+    let checking = Instant::now();
     let verdict = graft_check::check(&recorded.history);
+    println!(
+        "{nemesis:?}: workload, healing and final reads took {recorded_at:.1?}; the check {:.1?}",
+        checking.elapsed()
+    );
     let faults: u64 = h.faults.values().sum();
     println!(
         "{nemesis:?} seed {seed}: {} operations ({} ok, {} writes with unknown outcome, {} failed reads), \
@@ -346,6 +368,7 @@ async fn jepsen(nemesis: Nemesis, seed: u64, secs: u64, members: u64) {
         );
     }
     assert!(faults > 0, "the nemesis injected nothing");
+    assert_eq!(recorded.final_reads_failed, 0, "every key is read once the faults heal");
     assert!(recorded.ok > 100, "too few operations completed: {}", recorded.ok);
 }
 
