@@ -211,7 +211,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log.as_deref());
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // A member runs on one thread: its tasks (connections, the node, the
+    // peer senders) hand work to each other without crossing threads, which
+    // on a small machine shared by several members costs more than it gains.
+    // Disk work runs on tokio's blocking threads.
+    // The benchmark's load generator uses every core.
+    let mut builder = match cli.command {
+        Cmd::Bench(_) => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("graft-kv: error: cannot start the runtime: {e}");

@@ -447,7 +447,14 @@ impl Node {
         if !over {
             return Ok(None);
         }
-        let upto = self.sm.applied().saturating_sub(limits.retain_entries);
+        // At most this many entries go per transaction, so that compaction
+        // never stalls the node: a long log shrinks over a few batches.
+        const MAX_COMPACT_PER_BATCH: u64 = 4096;
+        let upto = self
+            .sm
+            .applied()
+            .saturating_sub(limits.retain_entries)
+            .min(log.base().index + MAX_COMPACT_PER_BATCH);
         if upto <= log.base().index {
             return Ok(None);
         }

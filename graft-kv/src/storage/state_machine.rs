@@ -1,6 +1,6 @@
 //! The key-value state machine: applies committed entries to redb tables.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -157,6 +157,8 @@ impl StateMachine {
         }
         let mut kv = wtx.open_table(KV)?;
         let mut sessions = wtx.open_table(SESSIONS)?;
+        // Sessions touched in this batch, each read and written once.
+        let mut cache: HashMap<u64, Session> = HashMap::new();
         for e in entries {
             if e.index <= self.meta.applied {
                 continue;
@@ -193,7 +195,7 @@ impl StateMachine {
                 EntryPayload::Command(data) => match postcard::from_bytes::<Command>(data) {
                     Ok(cmd) => {
                         self.meta.clock_ms = self.meta.clock_ms.max(cmd.time_ms);
-                        let outcome = self.apply_command(&mut kv, &mut sessions, e.index, &cmd)?;
+                        let outcome = self.apply_command(&mut kv, &sessions, &mut cache, e.index, &cmd)?;
                         applied.outcome = Some(outcome);
                         applied.op = Some(cmd.op);
                     }
@@ -204,12 +206,14 @@ impl StateMachine {
                 },
             }
             if e.index % SESSION_SWEEP_EVERY == 0 {
+                flush_sessions(&mut sessions, &mut cache)?;
                 self.sweep_sessions(&mut sessions)?;
             }
             self.meta.applied = e.index;
             self.meta.applied_term = e.term;
             out.push(applied);
         }
+        flush_sessions(&mut sessions, &mut cache)?;
         drop(kv);
         drop(sessions);
         wtx.open_table(META)?.insert("sm", encode("sm", &self.meta)?.as_slice())?;
@@ -219,23 +223,27 @@ impl StateMachine {
     fn apply_command(
         &mut self,
         kv: &mut Table<&[u8], &[u8]>,
-        sessions: &mut Table<u64, &[u8]>,
+        sessions: &Table<u64, &[u8]>,
+        cache: &mut HashMap<u64, Session>,
         index: Index,
         cmd: &Command,
     ) -> Result<Result<Response, ApiError>, StoreError> {
         let Some(s) = cmd.session else { return execute(kv, index, &cmd.op) };
-        let mut session: Session = match sessions.get(s.client)? {
-            Some(v) => decode("session", v.value())?,
-            None if s.ack_below > 1 => {
-                // The client had answers before, so it had a session, and it
-                // is gone: this may be a retry of a write that was applied.
-                return Ok(Err(ApiError::SessionExpired));
-            }
-            None => Session::default(),
-        };
-        let outcome = lookup_or_execute(&mut session, s, || execute(kv, index, &cmd.op))?;
+        if !cache.contains_key(&s.client) {
+            let session = match sessions.get(s.client)? {
+                Some(v) => decode("session", v.value())?,
+                None if s.ack_below > 1 => {
+                    // The client had answers before, so it had a session, and
+                    // it is gone: this may be a retry of a write that was applied.
+                    return Ok(Err(ApiError::SessionExpired));
+                }
+                None => Session::default(),
+            };
+            cache.insert(s.client, session);
+        }
+        let Some(session) = cache.get_mut(&s.client) else { return execute(kv, index, &cmd.op) };
+        let outcome = lookup_or_execute(session, s, || execute(kv, index, &cmd.op))?;
         session.last_active_ms = self.meta.clock_ms;
-        sessions.insert(s.client, encode("session", &session)?.as_slice())?;
         Ok(outcome)
     }
 
@@ -314,6 +322,17 @@ impl StateMachine {
         }
         Ok(out)
     }
+}
+
+/// Writes the sessions touched in a batch back to their table.
+fn flush_sessions(
+    sessions: &mut Table<u64, &[u8]>,
+    cache: &mut HashMap<u64, Session>,
+) -> Result<(), StoreError> {
+    for (client, session) in cache.drain() {
+        sessions.insert(client, encode("session", &session)?.as_slice())?;
+    }
+    Ok(())
 }
 
 /// Answers a write from the session if it was applied before; otherwise runs
