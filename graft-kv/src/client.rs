@@ -351,7 +351,12 @@ impl Client {
         let write = req.is_write();
         let mut tried: Vec<String> = Vec::new();
         let mut last_error = String::from("no endpoints");
+        // Back off only once every endpoint failed to connect in a row; an
+        // election in progress ("no leader known") is polled every 10 ms, so
+        // that the first write after a failover is not held back by a long
+        // sleep.
         let mut backoff = Duration::from_millis(10);
+        let mut refused_in_a_row = 0usize;
         loop {
             let addr = self.pick(stale);
             if addr.is_empty() {
@@ -361,7 +366,7 @@ impl Client {
                 tried.push(addr.clone());
             }
             let outcome = tokio::time::timeout_at(deadline, self.attempt(&addr, req.clone())).await;
-            let retry_now = match outcome {
+            let pause = match outcome {
                 Err(_) => {
                     last_error = format!("{addr}: no answer in time");
                     break;
@@ -374,12 +379,14 @@ impl Client {
                 }
                 Ok(Ok(Err(ApiError::NotLeader { leader: Some(hint) }))) if hint.addr != addr => {
                     last_error = format!("{addr}: not the leader");
+                    refused_in_a_row = 0;
                     self.set_leader(Some(hint.addr));
-                    true
+                    continue;
                 }
                 Ok(Ok(Err(e @ (ApiError::NotLeader { .. } | ApiError::Unavailable(_))))) => {
                     last_error = format!("{addr}: {e}");
-                    false
+                    refused_in_a_row = 0;
+                    Some(Duration::from_millis(10))
                 }
                 Ok(Ok(Err(e))) => return Err(ClientError::Api(e)),
                 Ok(Err(AttemptError(e))) => {
@@ -387,16 +394,24 @@ impl Client {
                     if let Ok(mut conns) = self.inner.conns.lock() {
                         conns.remove(&addr);
                     }
-                    false
+                    refused_in_a_row += 1;
+                    let endpoints = self.inner.endpoints.lock().map_or(1, |e| e.len());
+                    if refused_in_a_row < endpoints {
+                        None
+                    } else {
+                        refused_in_a_row = 0;
+                        let b = backoff;
+                        backoff = (backoff * 2).min(Duration::from_millis(200));
+                        Some(b)
+                    }
                 }
             };
-            if !retry_now {
-                self.set_leader(None);
-                self.inner.rotate.fetch_add(1, Ordering::Relaxed);
-                if tokio::time::timeout_at(deadline, tokio::time::sleep(backoff)).await.is_err() {
+            self.set_leader(None);
+            self.inner.rotate.fetch_add(1, Ordering::Relaxed);
+            if let Some(pause) = pause {
+                if tokio::time::timeout_at(deadline, tokio::time::sleep(pause)).await.is_err() {
                     break;
                 }
-                backoff = (backoff * 2).min(Duration::from_millis(500));
             }
         }
         Err(ClientError::Unavailable { tried, last_error, timeout, write })

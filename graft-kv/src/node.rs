@@ -132,8 +132,11 @@ pub struct NodeOptions {
 /// The disk work of one `Ready`, run off the node task: one write
 /// transaction with the snapshot install, the log writes and the applying.
 pub struct IoJob {
-    db: Arc<Database>,
+    log_db: Arc<Database>,
+    /// The log transaction must be fsynced.
     durable: bool,
+    /// The state machine transaction must be fsynced too.
+    sm_durable: bool,
     staged: Option<StagedSnapshot>,
     writes: Vec<crate::storage::LogWrite>,
     /// A copy of the state machine, which the job advances and hands back.
@@ -145,26 +148,43 @@ pub struct IoJob {
 pub struct IoDone {
     sm: StateMachine,
     applied: Result<Vec<Applied>, StoreError>,
+    sm_durable: bool,
 }
 
 impl IoJob {
     fn run(mut self) -> IoDone {
         let applied = self.write();
-        IoDone { sm: self.sm, applied }
+        IoDone { sm: self.sm, applied, sm_durable: self.sm_durable }
     }
 
     fn write(&mut self) -> Result<Vec<Applied>, StoreError> {
-        let mut wtx = self.db.begin_write()?;
-        if !self.durable {
-            // Applying alone need not be durable: the entries are, and a
-            // restart re-applies from the durable applied index.
-            wtx.set_durability(Durability::None)?;
-        }
+        // A snapshot goes into the state machine first, durably; a crash
+        // before the log transaction below leaves the state machine ahead of
+        // the log, which the next start repairs (`storage::open`).
         if let Some(staged) = &self.staged {
+            let wtx = self.sm.db().begin_write()?;
             self.sm.install(&wtx, staged)?;
+            wtx.commit()?;
         }
-        for w in &self.writes {
-            w.apply(&wtx)?;
+        if self.writes.iter().any(|w| !w.is_empty()) {
+            let mut wtx = self.log_db.begin_write()?;
+            if !self.durable {
+                // A new commit index alone: see `start_ready`.
+                wtx.set_durability(Durability::None)?;
+            }
+            for w in &self.writes {
+                w.apply(&wtx)?;
+            }
+            wtx.commit()?;
+        }
+        if self.committed.is_empty() && !self.sm_durable {
+            return Ok(Vec::new());
+        }
+        let mut wtx = self.sm.db().begin_write()?;
+        if !self.sm_durable {
+            // Applying need not be durable at once: the entries are, in the
+            // log, and a restart re-applies from the durable applied index.
+            wtx.set_durability(Durability::None)?;
         }
         let applied = self.sm.apply(&wtx, &self.committed)?;
         wtx.commit()?;
@@ -211,7 +231,17 @@ pub struct Node {
     metrics: crate::protocol::Metrics,
     /// The `Ready` whose disk work is in progress.
     in_flight: Option<InFlight>,
+    /// The applied index the state machine holds durably.
+    sm_durable_index: Index,
+    /// When the state machine was last made durable.
+    sm_synced: Instant,
+    /// Compaction is held back until the state machine is made durable.
+    compaction_waits: bool,
 }
+
+/// How often the state machine database is fsynced (it is also
+/// fsynced whenever compaction needs it).
+const SM_SYNC_EVERY: Duration = Duration::from_secs(1);
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -236,6 +266,7 @@ impl Node {
         opts: NodeOptions,
         addrs: BTreeMap<NodeId, String>,
     ) -> Node {
+        let sm_applied = sm.applied();
         Node {
             raw,
             sm,
@@ -255,6 +286,9 @@ impl Node {
             ticks: 0,
             metrics: crate::protocol::Metrics::default(),
             in_flight: None,
+            sm_durable_index: sm_applied,
+            sm_synced: Instant::now(),
+            compaction_waits: false,
         }
     }
 
@@ -333,8 +367,10 @@ impl Node {
             }
         }
         blocking(|| -> Result<(), StoreError> {
-            let wtx = self.db.begin_write()?;
-            wtx.commit()?;
+            for db in [&self.db, self.sm.db()] {
+                let wtx = db.begin_write()?;
+                wtx.commit()?;
+            }
             Ok(())
         })?;
         info!("{}, stopped", self.id());
@@ -450,11 +486,13 @@ impl Node {
         // At most this many entries go per transaction, so that compaction
         // never stalls the node: a long log shrinks over a few batches.
         const MAX_COMPACT_PER_BATCH: u64 = 4096;
-        let upto = self
-            .sm
-            .applied()
-            .saturating_sub(limits.retain_entries)
-            .min(log.base().index + MAX_COMPACT_PER_BATCH);
+        let wanted = self.sm.applied().saturating_sub(limits.retain_entries);
+        // Never past what the state machine holds durably: after a crash it
+        // re-applies from there, out of the log.
+        if wanted > self.sm_durable_index {
+            self.compaction_waits = true;
+        }
+        let upto = wanted.min(self.sm_durable_index).min(log.base().index + MAX_COMPACT_PER_BATCH);
         if upto <= log.base().index {
             return Ok(None);
         }
@@ -722,7 +760,10 @@ impl Node {
         if let Some(w) = self.stage_compaction()? {
             writes.push(w);
         }
-        let needs_io = durable || writes.iter().any(|w| !w.is_empty()) || !rd.committed_entries.is_empty();
+        let needs_io = durable
+            || writes.iter().any(|w| !w.is_empty())
+            || !rd.committed_entries.is_empty()
+            || self.compaction_waits;
         let (staged_data, staged_done) = match staged {
             Some((data, done)) => (Some(data), Some(done)),
             None => (None, None),
@@ -739,9 +780,17 @@ impl Node {
             self.finish_ready(None)?;
             return Ok(None);
         }
+        // Make the state machine durable now and then, and whenever the log
+        // wants to compact past what is durably applied.
+        let sm_durable = self.sm_synced.elapsed() >= SM_SYNC_EVERY || self.compaction_waits;
+        if sm_durable {
+            self.sm_synced = Instant::now();
+            self.compaction_waits = false;
+        }
         Ok(Some(IoJob {
-            db: self.db.clone(),
+            log_db: self.db.clone(),
             durable,
+            sm_durable,
             staged: staged_data,
             writes,
             sm: self.sm.clone(),
@@ -757,6 +806,10 @@ impl Node {
         if let Some(done) = done {
             applied = done.applied?;
             self.sm = done.sm;
+            if done.sm_durable || f.snapshot.is_some() {
+                self.sm_durable_index = self.sm.applied();
+                self.metrics.fsyncs += 1;
+            }
             if f.durable {
                 self.metrics.fsyncs += 1;
             } else {

@@ -178,10 +178,10 @@ pub async fn run_member(mut opts: MemberOptions, shutdown: CancellationToken) ->
         cluster: opts.cluster.cluster_id.clone(),
         me: opts.id,
         node: node_tx,
-        db: store.db.clone(),
+        db: store.sm_db.clone(),
         snapshot_busy: Arc::new(tokio::sync::Mutex::new(())),
     });
-    let node = Node::new(raw, store.sm, store.db, transport, node_opts, addrs);
+    let node = Node::new(raw, store.sm, store.log_db, transport, node_opts, addrs);
 
     let accept = tokio::spawn(accept_loop(listener, ctx, shutdown.clone()));
     let joining = opts.join.clone().map(|join| {

@@ -35,13 +35,13 @@ fn identity() -> Identity {
 
 fn in_memory(conf: ConfState) -> Redb {
     let store = storage::open_in_memory(&identity(), &Bootstrap { conf, members: vec![] }).expect("open");
-    Redb { db: store.db, log: store.log, _dir: None }
+    Redb { db: store.log_db, log: store.log, _dir: None }
 }
 
 fn on_disk(conf: ConfState) -> Redb {
     let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
     let store = storage::open(dir.path(), &identity(), &Bootstrap { conf, members: vec![] }).expect("open");
-    Redb { db: store.db, log: store.log, _dir: Some(dir) }
+    Redb { db: store.log_db, log: store.log, _dir: Some(dir) }
 }
 
 impl Storage for Redb {

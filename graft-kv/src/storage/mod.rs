@@ -1,13 +1,19 @@
-//! Durable state: one redb database per member, holding
-//! - the member's identity (cluster id and member id),
-//! - the Raft hard state and log ([`RaftLogStore`], which implements
-//!   [`graft_core::Storage`]),
-//! - the key-value state machine with its applied index and client sessions
-//!   ([`StateMachine`]).
+//! Durable state: two redb databases per member, in its data directory.
 //!
-//! Everything a `Ready` asks to persist, and everything applied with it, is
-//! written in one write transaction: one fsync per `Ready` (group commit),
-//! and the applied index always moves together with the data it covers.
+//! - `graft.redb`, the log: the member's identity (cluster id and member id),
+//!   the Raft hard state and log ([`RaftLogStore`], which implements
+//!   [`graft_core::Storage`]). Everything a `Ready` asks to persist is
+//!   written in one transaction, with one fsync (group commit).
+//! - `state.redb`, the state machine: the key-value tables with their applied
+//!   index and the client sessions ([`StateMachine`]). Applying a batch of
+//!   committed entries is one transaction that moves the applied index with
+//!   the data it covers; it is fsynced only now and then (every 100 ms at
+//!   most, and before the log is compacted past it), because the entries it
+//!   applies are already durable in the log and a restart re-applies them.
+//!
+//! Keeping the two apart is what makes writes cheap: an fsync of the log
+//! flushes a few pages of appended entries, not the scattered B-tree pages
+//! the key-value writes dirtied.
 
 mod log;
 pub mod state_machine;
@@ -38,8 +44,10 @@ pub(crate) const KV_STAGING: TableDefinition<&[u8], &[u8]> = TableDefinition::ne
 /// A snapshot being received: rows of `sessions`, staged until installed.
 pub(crate) const SESSIONS_STAGING: TableDefinition<u64, &[u8]> = TableDefinition::new("sessions_staging");
 
-/// The file name of the database inside a data directory.
+/// The file name of the log database inside a data directory.
 pub const DB_FILE: &str = "graft.redb";
+/// The file name of the state machine database inside a data directory.
+pub const STATE_FILE: &str = "state.redb";
 
 /// Who a data directory belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,10 +75,12 @@ pub(crate) fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, Sto
     postcard::to_stdvec(value).map_err(|e| StoreError::Corrupt { what: what.into(), message: e.to_string() })
 }
 
-/// An opened member database.
+/// An opened member's databases.
 pub struct Store {
-    /// The database, shared with readers.
-    pub db: Arc<Database>,
+    /// The log database.
+    pub log_db: Arc<Database>,
+    /// The state machine database, shared with readers.
+    pub sm_db: Arc<Database>,
     /// The Raft log and hard state.
     pub log: RaftLogStore,
     /// The key-value state machine.
@@ -92,56 +102,96 @@ pub fn open(dir: &Path, identity: &Identity, bootstrap: &Bootstrap) -> Result<St
         Err(StoreError::Db(redb::Error::RepairAborted)) => {}
         Err(e) => return Err(e),
     }
-    let path = dir.join(DB_FILE);
-    let db = Database::create(&path)?;
-    open_db(db, dir.to_owned(), identity, bootstrap)
+    let log_db = Database::create(dir.join(DB_FILE))?;
+    let sm_db = Database::create(dir.join(STATE_FILE))?;
+    open_dbs(log_db, sm_db, dir.to_owned(), identity, bootstrap)
 }
 
 /// Opens a fresh in-memory database (tests and simulations).
 pub fn open_in_memory(identity: &Identity, bootstrap: &Bootstrap) -> Result<Store, StoreError> {
-    let db = Database::builder().create_with_backend(InMemoryBackend::new())?;
-    open_db(db, PathBuf::from(":memory:"), identity, bootstrap)
+    let log_db = Database::builder().create_with_backend(InMemoryBackend::new())?;
+    let sm_db = Database::builder().create_with_backend(InMemoryBackend::new())?;
+    open_dbs(log_db, sm_db, PathBuf::from(":memory:"), identity, bootstrap)
 }
 
-fn open_db(
-    db: Database,
+fn stored_identity(db: &Database) -> Result<Option<Identity>, StoreError> {
+    let rtx = db.begin_read()?;
+    match rtx.open_table(META) {
+        Ok(t) => t.get("identity")?.map(|v| decode("identity", v.value())).transpose(),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn open_dbs(
+    log_db: Database,
+    sm_db: Database,
     dir: PathBuf,
     identity: &Identity,
     bootstrap: &Bootstrap,
 ) -> Result<Store, StoreError> {
-    let found: Option<Identity> = {
-        let rtx = db.begin_read()?;
-        match rtx.open_table(META) {
-            Ok(t) => t.get("identity")?.map(|v| decode("identity", v.value())).transpose()?,
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(e.into()),
-        }
-    };
-    match found {
+    match stored_identity(&log_db)? {
         Some(found) => check_identity(&dir, &found, identity)?,
         None => {
-            let wtx = db.begin_write()?;
+            let wtx = log_db.begin_write()?;
             {
                 let mut meta = wtx.open_table(META)?;
                 meta.insert("identity", encode("identity", identity)?.as_slice())?;
                 wtx.open_table(LOG)?;
+            }
+            log::init(&wtx, &bootstrap.conf)?;
+            wtx.commit()?;
+        }
+    }
+    match stored_identity(&sm_db)? {
+        Some(found) => check_identity(&dir, &found, identity)?,
+        None => {
+            let wtx = sm_db.begin_write()?;
+            {
+                let mut meta = wtx.open_table(META)?;
+                meta.insert("identity", encode("identity", identity)?.as_slice())?;
                 wtx.open_table(KV)?;
                 wtx.open_table(SESSIONS)?;
             }
-            log::init(&wtx, &bootstrap.conf)?;
             state_machine::init(&wtx, bootstrap)?;
             wtx.commit()?;
         }
     }
     // A snapshot half received before a crash is of no use.
-    let wtx = db.begin_write()?;
+    let wtx = sm_db.begin_write()?;
     wtx.delete_table(KV_STAGING)?;
     wtx.delete_table(SESSIONS_STAGING)?;
     wtx.commit()?;
-    let db = Arc::new(db);
-    let log = RaftLogStore::load(db.clone())?;
-    let sm = StateMachine::load(db.clone())?;
-    Ok(Store { db, log, sm })
+    let (log_db, sm_db) = (Arc::new(log_db), Arc::new(sm_db));
+    let mut log = RaftLogStore::load(log_db.clone())?;
+    let sm = StateMachine::load(sm_db.clone())?;
+    repair(&log_db, &mut log, &sm)?;
+    Ok(Store { log_db, sm_db, log, sm })
+}
+
+/// Reconciles the log with the state machine after a crash. The state
+/// machine is never behind the log's base (the log is compacted only up to
+/// a durably applied index). It can be ahead of the log's end, or disagree
+/// with the log at its applied index, only if a crash fell between the two
+/// transactions of a snapshot install (state machine first, then log): the
+/// snapshot's state is committed, so the log restarts after it.
+fn repair(log_db: &Database, log: &mut RaftLogStore, sm: &StateMachine) -> Result<(), StoreError> {
+    let applied = sm.applied();
+    let base = log.base().index;
+    if applied < base {
+        return Err(StoreError::Corrupt {
+            what: "state machine".into(),
+            message: format!("applied index {applied} is behind the log, which starts after {base}"),
+        });
+    }
+    let matches = graft_core::Storage::term(log, applied).is_ok_and(|t| t == sm.applied_term());
+    if !matches {
+        let meta = graft_core::SnapshotMeta { index: applied, term: sm.applied_term(), conf: sm.conf() };
+        let wtx = log_db.begin_write()?;
+        log.reset_to(&wtx, meta)?;
+        wtx.commit()?;
+    }
+    Ok(())
 }
 
 fn check_identity(dir: &Path, found: &Identity, want: &Identity) -> Result<(), StoreError> {
@@ -186,6 +236,8 @@ pub fn read_log(dir: &Path) -> Result<(Vec<graft_core::Entry>, graft_core::Index
         let (k, v) = item?;
         out.push(log::decode_entry(k.value(), v.value())?);
     }
+    let sm_db = redb::ReadOnlyDatabase::open(dir.join(STATE_FILE))?;
+    let rtx = sm_db.begin_read()?;
     let meta = rtx.open_table(META)?;
     let sm = meta
         .get("sm")?

@@ -133,6 +133,11 @@ impl StateMachine {
         Ok(StateMachine { db, meta })
     }
 
+    /// The state machine's database.
+    pub fn db(&self) -> &Arc<Database> {
+        &self.db
+    }
+
     /// The last applied index.
     pub fn applied(&self) -> Index {
         self.meta.applied
@@ -141,6 +146,19 @@ impl StateMachine {
     /// The term of the last applied entry.
     pub fn applied_term(&self) -> Term {
         self.meta.applied_term
+    }
+
+    /// The membership as of the applied index.
+    pub fn conf(&self) -> graft_core::ConfState {
+        let mut conf = graft_core::ConfState::default();
+        for (id, m) in &self.meta.members {
+            if m.voter {
+                conf.voters.insert(*id);
+            } else {
+                conf.learners.insert(*id);
+            }
+        }
+        conf
     }
 
     /// The members and their addresses, as of the applied index.
@@ -229,19 +247,22 @@ impl StateMachine {
         cmd: &Command,
     ) -> Result<Result<Response, ApiError>, StoreError> {
         let Some(s) = cmd.session else { return execute(kv, index, &cmd.op) };
-        if !cache.contains_key(&s.client) {
-            let session = match sessions.get(s.client)? {
-                Some(v) => decode("session", v.value())?,
-                None if s.ack_below > 1 => {
-                    // The client had answers before, so it had a session, and
-                    // it is gone: this may be a retry of a write that was applied.
-                    return Ok(Err(ApiError::SessionExpired));
-                }
-                None => Session::default(),
-            };
-            cache.insert(s.client, session);
-        }
-        let Some(session) = cache.get_mut(&s.client) else { return execute(kv, index, &cmd.op) };
+        let session = match cache.entry(s.client) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let session = match sessions.get(s.client)? {
+                    Some(stored) => decode("session", stored.value())?,
+                    None if s.ack_below > 1 => {
+                        // The client had answers before, so it had a session,
+                        // and it is gone: this may be a retry of a write that
+                        // was applied.
+                        return Ok(Err(ApiError::SessionExpired));
+                    }
+                    None => Session::default(),
+                };
+                v.insert(session)
+            }
+        };
         let outcome = lookup_or_execute(session, s, || execute(kv, index, &cmd.op))?;
         session.last_active_ms = self.meta.clock_ms;
         Ok(outcome)
