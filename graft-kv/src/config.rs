@@ -93,7 +93,7 @@ pub struct LogLimits {
 
 impl Default for LogLimits {
     fn default() -> LogLimits {
-        LogLimits { max_entries: 50_000, max_bytes: 256 << 20, retain_entries: 5_000 }
+        LogLimits { max_entries: 100_000, max_bytes: 256 << 20, retain_entries: 5_000 }
     }
 }
 

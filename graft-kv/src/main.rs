@@ -9,6 +9,11 @@ use graft_kv::config::ClusterConfig;
 use graft_kv::server::{run_member, Join, MemberOptions, ServeError};
 use tokio_util::sync::CancellationToken;
 
+/// A member allocates and frees many small buffers per request (frames,
+/// entries, redb pages); mimalloc does that faster than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// graft-kv: a replicated key-value store built on Raft.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]

@@ -158,6 +158,29 @@ impl IoJob {
     }
 
     fn write(&mut self) -> Result<Vec<Applied>, StoreError> {
+        let t0 = Instant::now();
+        let r = self.write_inner();
+        let took = t0.elapsed();
+        // A disk that stalls shows here first (and then as elections).
+        if took > Duration::from_millis(8) {
+            let level_warn = took > Duration::from_millis(500);
+            let msg = format!(
+                "slow disk work: {took:?} (log fsync {}, state fsync {}, {} entries applied, log writes {:?})",
+                self.durable,
+                self.sm_durable,
+                self.committed.len(),
+                self.writes.iter().map(|w| w.summary()).collect::<Vec<_>>()
+            );
+            if level_warn {
+                warn!("{msg}");
+            } else {
+                debug!("{msg}");
+            }
+        }
+        r
+    }
+
+    fn write_inner(&mut self) -> Result<Vec<Applied>, StoreError> {
         // A snapshot goes into the state machine first, durably; a crash
         // before the log transaction below leaves the state machine ahead of
         // the log, which the next start repairs (`storage::open`).
@@ -241,7 +264,7 @@ pub struct Node {
 
 /// How often the state machine database is fsynced (it is also
 /// fsynced whenever compaction needs it).
-const SM_SYNC_EVERY: Duration = Duration::from_secs(1);
+const SM_SYNC_EVERY: Duration = Duration::from_secs(5);
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)

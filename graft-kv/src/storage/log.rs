@@ -61,6 +61,16 @@ pub struct LogWrite {
 }
 
 impl LogWrite {
+    /// A short description for diagnostics.
+    pub fn summary(&self) -> String {
+        format!(
+            "remove {:?}, {} entries, base {:?}",
+            self.remove,
+            self.entries.len(),
+            self.base.as_ref().map(|b| b.index)
+        )
+    }
+
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
         self.remove.is_none() && self.base.is_none() && self.entries.is_empty() && self.hard_state.is_none()
