@@ -10,7 +10,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use graft_core::{Config, ConfState, Message, MemStorage, RawNode, Role};
+use graft_core::{ConfState, Config, MemStorage, Message, RawNode, Role};
 
 /// A three-member cluster whose messages are delivered at once.
 struct Cluster {
