@@ -303,29 +303,11 @@ async fn handle_conn(
     }
     match hello.kind {
         ConnKind::Peer { cluster, from, to } => {
-            if cluster != ctx.cluster || to != ctx.me {
-                let reason = format!(
-                    "this is member {} of cluster {:?}, not member {to} of {cluster:?}",
-                    ctx.me, ctx.cluster
-                );
-                protocol::send(&mut conn, &HelloReply::Refused { reason: reason.clone() }).await?;
-                return Err(ProtocolError::Handshake(reason));
-            }
-            protocol::send(&mut conn, &HelloReply::Welcome { member: ctx.me, cluster: ctx.cluster.clone() })
-                .await?;
+            welcome_member(&mut conn, ctx, &cluster, to).await?;
             peer_loop(conn, ctx, from, shutdown).await
         }
         ConnKind::Snapshot { cluster, from, to } => {
-            if cluster != ctx.cluster || to != ctx.me {
-                let reason = format!(
-                    "this is member {} of cluster {:?}, not member {to} of {cluster:?}",
-                    ctx.me, ctx.cluster
-                );
-                protocol::send(&mut conn, &HelloReply::Refused { reason: reason.clone() }).await?;
-                return Err(ProtocolError::Handshake(reason));
-            }
-            protocol::send(&mut conn, &HelloReply::Welcome { member: ctx.me, cluster: ctx.cluster.clone() })
-                .await?;
+            welcome_member(&mut conn, ctx, &cluster, to).await?;
             crate::snapshot::receive(
                 conn,
                 ctx.db.clone(),
@@ -342,6 +324,23 @@ async fn handle_conn(
             client_loop(conn, ctx, shutdown).await
         }
     }
+}
+
+/// Answers a member's hello: welcome if it reached the member of the cluster
+/// it meant, refused (with the reason) otherwise.
+async fn welcome_member(
+    conn: &mut protocol::FramedConn<TcpStream>,
+    ctx: &ConnCtx,
+    cluster: &str,
+    to: NodeId,
+) -> Result<(), ProtocolError> {
+    if cluster != ctx.cluster || to != ctx.me {
+        let reason =
+            format!("this is member {} of cluster {:?}, not member {to} of {cluster:?}", ctx.me, ctx.cluster);
+        protocol::send(conn, &HelloReply::Refused { reason: reason.clone() }).await?;
+        return Err(ProtocolError::Handshake(reason));
+    }
+    protocol::send(conn, &HelloReply::Welcome { member: ctx.me, cluster: ctx.cluster.clone() }).await
 }
 
 async fn peer_loop(
