@@ -325,16 +325,39 @@ impl Client {
     }
 
     fn set_leader(&self, addr: Option<String>) {
-        // A leader named by a hint may be a member the endpoints did not
-        // list (one added later): remember it, so that the client can still
-        // find the cluster after the members it started with are gone.
-        if let (Some(a), Ok(mut eps)) = (&addr, self.inner.endpoints.lock()) {
-            if !eps.contains(a) {
-                eps.push(a.clone());
+        let changed = match self.inner.leader.lock() {
+            Ok(mut l) => {
+                let changed = addr.is_some() && *l != addr;
+                l.clone_from(&addr);
+                changed
+            }
+            Err(_) => false,
+        };
+        // A new leader: learn the membership from it, so that the client
+        // still finds the cluster after the members it was started with are
+        // gone (members come and go with membership changes).
+        if let (true, Some(a)) = (changed, addr) {
+            self.remember(std::slice::from_ref(&a));
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let me = self.clone();
+                handle.spawn(async move {
+                    if let Ok(Ok(st)) = tokio::time::timeout(Duration::from_secs(2), me.status_of(&a)).await {
+                        let addrs: Vec<String> = st.members.into_iter().map(|m| m.addr).collect();
+                        me.remember(&addrs);
+                    }
+                });
             }
         }
-        if let Ok(mut l) = self.inner.leader.lock() {
-            *l = addr;
+    }
+
+    /// Adds addresses to the endpoints tried.
+    fn remember(&self, addrs: &[String]) {
+        if let Ok(mut eps) = self.inner.endpoints.lock() {
+            for a in addrs {
+                if !a.is_empty() && !eps.contains(a) {
+                    eps.push(a.clone());
+                }
+            }
         }
     }
 

@@ -170,3 +170,30 @@ async fn a_member_restarted_at_a_new_address_rejoins() {
     let v = cluster.client_at(4).get_with("after-move", Consistency::Stale).await.unwrap();
     assert_eq!(v.map(|v| v.value), Some("m".into()), "the moved member receives the log again");
 }
+
+/// Regression (found by the Jepsen-style membership test): a client keeps
+/// finding the cluster after every member it was started with is gone,
+/// through the leaders it learnt from not-leader hints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_outlives_the_members_it_started_with() {
+    let mut cluster = Cluster::start(4);
+    let leader = cluster.wait_leader(Duration::from_secs(20)).await;
+    let admin = cluster.client();
+    // Member 1 must not lead, so that the client learns of another member.
+    if leader == 1 {
+        admin.transfer_leader(2).await.expect("transfer");
+    }
+    let leader = cluster.wait_leader(Duration::from_secs(20)).await;
+    let client = cluster.client_at(1);
+    client.put("k", "1").await.expect("put through member 1's hint");
+    tokio::time::sleep(Duration::from_millis(500)).await; // it learns the members in the background
+    admin.remove_member(1).await.expect("remove member 1");
+    cluster.kill(1);
+    // The leader it talked to dies too: neither address it knew of directly
+    // answers any more, and the cluster (3 voters, 2 alive) goes on.
+    cluster.kill(leader);
+    cluster.wait_leader(Duration::from_secs(20)).await;
+    client.put("k", "2").await.expect("the client finds the new leader among the members it learnt");
+    let v = client.get("k").await.expect("get").map(|v| v.value);
+    assert_eq!(v, Some("2".into()));
+}
