@@ -101,6 +101,7 @@ pub struct Join {
 pub async fn run_member(mut opts: MemberOptions, shutdown: CancellationToken) -> Result<(), ServeError> {
     opts.cluster.validate()?;
     // Who we are, where we listen, and what a new data directory starts with.
+    let mut rejoining = false;
     let (listen, bootstrap) = match &opts.join {
         None => {
             let me = opts.cluster.member(opts.id)?.clone();
@@ -110,26 +111,36 @@ pub async fn run_member(mut opts: MemberOptions, shutdown: CancellationToken) ->
             };
             (me.bind_addr().to_owned(), bootstrap)
         }
-        Some(join) => {
-            // A joining member learns the cluster from a running member, and
-            // starts with no vote: it is added as a learner.
-            let status = crate::Client::new(crate::ClientOptions {
-                endpoints: vec![join.target.clone()],
-                timeout: Duration::from_secs(10),
-            })
-            .status_of(&join.target)
-            .await
-            .map_err(|e| ServeError::Join { target: join.target.clone(), reason: e.to_string() })?;
-            opts.cluster.cluster_id = status.cluster.clone();
-            opts.cluster.members = status
-                .members
-                .iter()
-                .filter(|m| m.id != opts.id)
-                .map(|m| crate::config::MemberConfig { id: m.id, addr: m.addr.clone(), listen: None })
-                .collect();
-            let members = opts.cluster.members.iter().map(|m| (m.id, m.addr.clone())).collect();
-            (join.listen.clone(), Bootstrap { conf: ConfState::default(), members })
-        }
+        Some(join) => match storage::read_identity(&opts.data_dir) {
+            // A member that joined before restarts from its own data: it
+            // knows its cluster and the members, and needs no live target.
+            Ok(Some(found)) if found.member == opts.id => {
+                rejoining = true;
+                opts.cluster.cluster_id = found.cluster;
+                opts.cluster.members.clear();
+                (join.listen.clone(), Bootstrap::default())
+            }
+            _ => {
+                // A new member learns the cluster from a running member, and
+                // starts with no vote: it is added as a learner.
+                let status = crate::Client::new(crate::ClientOptions {
+                    endpoints: vec![join.target.clone()],
+                    timeout: Duration::from_secs(10),
+                })
+                .status_of(&join.target)
+                .await
+                .map_err(|e| ServeError::Join { target: join.target.clone(), reason: e.to_string() })?;
+                opts.cluster.cluster_id = status.cluster.clone();
+                opts.cluster.members = status
+                    .members
+                    .iter()
+                    .filter(|m| m.id != opts.id)
+                    .map(|m| crate::config::MemberConfig { id: m.id, addr: m.addr.clone(), listen: None })
+                    .collect();
+                let members = opts.cluster.members.iter().map(|m| (m.id, m.addr.clone())).collect();
+                (join.listen.clone(), Bootstrap { conf: ConfState::default(), members })
+            }
+        },
     };
     let listener =
         TcpListener::bind(&listen).await.map_err(|cause| ServeError::Bind { addr: listen.clone(), cause })?;
@@ -181,18 +192,29 @@ pub async fn run_member(mut opts: MemberOptions, shutdown: CancellationToken) ->
         db: store.sm_db.clone(),
         snapshot_busy: Arc::new(tokio::sync::Mutex::new(())),
     });
+    let known: Vec<String> = addrs.iter().filter(|(id, _)| **id != opts.id).map(|(_, a)| a.clone()).collect();
     let node = Node::new(raw, store.sm, store.log_db, transport, node_opts, addrs);
 
     let accept = tokio::spawn(accept_loop(listener, ctx, shutdown.clone()));
     let joining = opts.join.clone().map(|join| {
         let (id, shutdown) = (opts.id, shutdown.clone());
         tokio::spawn(async move {
-            let result = ask_to_join(id, &join).await;
-            if let Err(e) = &result {
-                tracing::error!("{e}");
-                shutdown.cancel();
+            let result = ask_to_join(id, &join, known).await;
+            match &result {
+                // A member already in the cluster keeps running: the others
+                // still reach it (unless it moved; then it retries on restart).
+                Err(e) if rejoining => tracing::warn!("{e}"),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    shutdown.cancel();
+                }
+                Ok(()) => {}
             }
-            result
+            if rejoining {
+                Ok(())
+            } else {
+                result
+            }
         })
     });
     let result = node.run(node_rx, shutdown.clone()).await;
@@ -209,13 +231,28 @@ pub async fn run_member(mut opts: MemberOptions, shutdown: CancellationToken) ->
 
 /// Asks the cluster to add this member (or to record its new address),
 /// unless it already knows it at this address.
-async fn ask_to_join(id: NodeId, join: &Join) -> Result<(), ServeError> {
+/// `known`: the other members this member already knows of (from its data),
+/// tried too.
+async fn ask_to_join(id: NodeId, join: &Join, known: Vec<String>) -> Result<(), ServeError> {
     let err = |reason: String| ServeError::Join { target: join.target.clone(), reason };
+    let mut endpoints = vec![join.target.clone()];
+    endpoints.extend(known);
     let client = crate::Client::new(crate::ClientOptions {
-        endpoints: vec![join.target.clone()],
+        endpoints: endpoints.clone(),
         timeout: Duration::from_secs(30),
     });
-    let status = client.status_of(&join.target).await.map_err(|e| err(e.to_string()))?;
+    let mut status = None;
+    let mut last = String::new();
+    for e in &endpoints {
+        match client.status_of(e).await {
+            Ok(s) => {
+                status = Some(s);
+                break;
+            }
+            Err(x) => last = x.to_string(),
+        }
+    }
+    let status = status.ok_or_else(|| err(last))?;
     if status.members.iter().any(|m| m.id == id && m.addr == join.advertise) {
         info!("member {id} is already in the cluster at {}", join.advertise);
         return Ok(());
