@@ -111,44 +111,50 @@ pub async fn run_member(mut opts: MemberOptions, shutdown: CancellationToken) ->
             };
             (me.bind_addr().to_owned(), bootstrap)
         }
-        Some(join) => match storage::read_identity(&opts.data_dir) {
-            // A member that joined before restarts from its own data: it
-            // knows its cluster and the members, and needs no live target.
-            Ok(Some(found)) if found.member == opts.id => {
-                rejoining = true;
-                opts.cluster.cluster_id = found.cluster;
-                opts.cluster.members.clear();
-                (join.listen.clone(), Bootstrap::default())
-            }
-            _ => {
-                // A new member learns the cluster from a running member, and
-                // starts with no vote: it is added as a learner.
-                let status = crate::Client::new(crate::ClientOptions {
-                    endpoints: vec![join.target.clone()],
-                    timeout: Duration::from_secs(10),
-                })
-                .status_of(&join.target)
-                .await
-                .map_err(|e| ServeError::Join { target: join.target.clone(), reason: e.to_string() })?;
-                opts.cluster.cluster_id = status.cluster.clone();
-                opts.cluster.members = status
-                    .members
-                    .iter()
-                    .filter(|m| m.id != opts.id)
-                    .map(|m| crate::config::MemberConfig { id: m.id, addr: m.addr.clone(), listen: None })
-                    .collect();
-                let members = opts.cluster.members.iter().map(|m| (m.id, m.addr.clone())).collect();
-                (join.listen.clone(), Bootstrap { conf: ConfState::default(), members })
-            }
-        },
+        // A member that joined before restarts from its own data: it knows
+        // its cluster and the members, and needs no live target.
+        Some(join) if opts.data_dir.join(storage::DB_FILE).exists() => {
+            rejoining = true;
+            opts.cluster.members.clear();
+            (join.listen.clone(), Bootstrap::default())
+        }
+        Some(join) => {
+            // A new member learns the cluster from a running member, and
+            // starts with no vote: it is added as a learner.
+            let status = crate::Client::new(crate::ClientOptions {
+                endpoints: vec![join.target.clone()],
+                timeout: Duration::from_secs(10),
+            })
+            .status_of(&join.target)
+            .await
+            .map_err(|e| ServeError::Join { target: join.target.clone(), reason: e.to_string() })?;
+            opts.cluster.cluster_id = status.cluster.clone();
+            opts.cluster.members = status
+                .members
+                .iter()
+                .filter(|m| m.id != opts.id)
+                .map(|m| crate::config::MemberConfig { id: m.id, addr: m.addr.clone(), listen: None })
+                .collect();
+            let members = opts.cluster.members.iter().map(|m| (m.id, m.addr.clone())).collect();
+            (join.listen.clone(), Bootstrap { conf: ConfState::default(), members })
+        }
     };
     let listener =
         TcpListener::bind(&listen).await.map_err(|cause| ServeError::Bind { addr: listen.clone(), cause })?;
     let identity = Identity { cluster: opts.cluster.cluster_id.clone(), member: opts.id };
     let data_dir = opts.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || storage::open(&data_dir, &identity, &bootstrap))
-        .await
-        .map_err(|e| StoreError::Corrupt { what: "open".into(), message: e.to_string() })??;
+    let store = tokio::task::spawn_blocking(move || {
+        if rejoining {
+            storage::open_existing(&data_dir, identity.member)
+        } else {
+            storage::open(&data_dir, &identity, &bootstrap)
+        }
+    })
+    .await
+    .map_err(|e| StoreError::Corrupt { what: "open".into(), message: e.to_string() })??;
+    if rejoining {
+        opts.cluster.cluster_id = store.identity.cluster.clone();
+    }
     info!(
         "member {} of cluster {:?} listening on {}, data in {}",
         opts.id,

@@ -85,6 +85,8 @@ pub struct Store {
     pub log: RaftLogStore,
     /// The key-value state machine.
     pub sm: StateMachine,
+    /// Whose data this is.
+    pub identity: Identity,
 }
 
 /// Opens (or creates) the database in `dir` for `identity`. An existing
@@ -166,7 +168,28 @@ fn open_dbs(
     let mut log = RaftLogStore::load(log_db.clone())?;
     let sm = StateMachine::load(sm_db.clone())?;
     repair(&log_db, &mut log, &sm)?;
-    Ok(Store { log_db, sm_db, log, sm })
+    Ok(Store { log_db, sm_db, log, sm, identity: identity.clone() })
+}
+
+/// Opens the existing data of member `member`, whatever its cluster (the
+/// cluster id is read from the data): for a member that joined a cluster
+/// earlier and restarts. Refused if the data belongs to another member.
+pub fn open_existing(dir: &Path, member: graft_core::NodeId) -> Result<Store, StoreError> {
+    let log_db = Database::create(dir.join(DB_FILE))?;
+    let Some(identity) = stored_identity(&log_db)? else {
+        return Err(StoreError::Corrupt { what: "identity".into(), message: "missing".into() });
+    };
+    if identity.member != member {
+        return Err(StoreError::Foreign {
+            dir: dir.to_owned(),
+            found_cluster: identity.cluster.clone(),
+            found_member: identity.member,
+            cluster: identity.cluster,
+            member,
+        });
+    }
+    let sm_db = Database::create(dir.join(STATE_FILE))?;
+    open_dbs(log_db, sm_db, dir.to_owned(), &identity, &Bootstrap::default())
 }
 
 /// Reconciles the log with the state machine after a crash. The state
