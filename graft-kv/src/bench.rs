@@ -48,6 +48,9 @@ pub struct BenchOptions {
     pub json: bool,
     /// Cluster file options for the local cluster (TOML appended to it).
     pub extra_config: String,
+    /// The local members' log filter; when set, their logs and data are
+    /// kept after the run for inspection.
+    pub member_log: Option<String>,
 }
 
 /// Results of a load run.
@@ -106,13 +109,17 @@ pub struct FailoverReport {
 /// A local cluster of child processes, stopped on drop.
 struct LocalCluster {
     dir: tempfile::TempDir,
+    /// The members' log filter (`warn` unless asked otherwise).
+    log: String,
+    /// Keep the directory (logs and data) when the cluster stops.
+    keep: bool,
     config: PathBuf,
     addrs: Vec<String>,
     children: Vec<Option<Child>>,
 }
 
 impl LocalCluster {
-    fn start(members: u64, extra: &str) -> anyhow::Result<LocalCluster> {
+    fn start(members: u64, extra: &str, member_log: Option<&str>) -> anyhow::Result<LocalCluster> {
         let dir = tempfile::Builder::new().prefix("graft-bench-").tempdir().context("temporary directory")?;
         let listeners: Vec<std::net::TcpListener> = (0..members)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
@@ -127,7 +134,14 @@ impl LocalCluster {
         }
         let config = dir.path().join("cluster.toml");
         std::fs::write(&config, toml).context("writing the cluster file")?;
-        let mut c = LocalCluster { dir, config, addrs, children: Vec::new() };
+        let mut c = LocalCluster {
+            dir,
+            log: member_log.unwrap_or("warn").to_owned(),
+            keep: member_log.is_some(),
+            config,
+            addrs,
+            children: Vec::new(),
+        };
         for id in 1..=members {
             let child = c.spawn(id)?;
             c.children.push(Some(child));
@@ -139,7 +153,7 @@ impl LocalCluster {
         let exe = std::env::current_exe().context("finding this program")?;
         let log = std::fs::File::create(self.dir.path().join(format!("member-{id}.log")))?;
         Command::new(exe)
-            .args(["serve", "--id", &id.to_string(), "--log", "warn", "--config"])
+            .args(["serve", "--id", &id.to_string(), "--log", &self.log, "--config"])
             .arg(&self.config)
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("member-{id}")))
@@ -180,6 +194,10 @@ impl Drop for LocalCluster {
         }
         for c in self.children.iter_mut().flatten() {
             let _ = c.wait();
+        }
+        if self.keep {
+            self.dir.disable_cleanup(true);
+            eprintln!("member logs and data kept in {}", self.dir.path().display());
         }
     }
 }
@@ -222,7 +240,7 @@ async fn fsyncs(endpoints: &[String], leader: &str) -> (u64, u64) {
 pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let mut local = None;
     let endpoints = if opts.endpoints.is_empty() {
-        let c = LocalCluster::start(opts.members, &opts.extra_config)?;
+        let c = LocalCluster::start(opts.members, &opts.extra_config, opts.member_log.as_deref())?;
         let e = c.addrs.clone();
         if !opts.json {
             eprintln!("started {} members, data in {}", opts.members, c.data_dir().display());

@@ -77,6 +77,10 @@ struct BenchArgs {
     /// Extra cluster-file TOML for the local cluster (e.g. "[log]\nmax_entries = 0").
     #[arg(long, default_value = "")]
     extra_config: String,
+    /// Log filter for the local members (default `warn`); their logs
+    /// (member-N.log) and data are then kept after the run.
+    #[arg(long)]
+    member_log: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,6 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 failover_trials: b.failover,
                 json: b.output == Output::Json,
                 extra_config: b.extra_config.replace("\\n", "\n"),
+                member_log: b.member_log,
             };
             graft_kv::bench::run(opts).await
         }

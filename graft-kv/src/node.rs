@@ -146,73 +146,160 @@ pub struct IoJob {
 
 /// What an [`IoJob`] did.
 pub struct IoDone {
-    sm: StateMachine,
+    /// The advanced state machine (`None` if the task that held it died).
+    sm: Option<StateMachine>,
     applied: Result<Vec<Applied>, StoreError>,
     sm_durable: bool,
 }
 
 impl IoJob {
-    fn run(mut self) -> IoDone {
-        let applied = self.write();
-        IoDone { sm: self.sm, applied, sm_durable: self.sm_durable }
+    /// Starts the job on blocking threads. The log transaction and the
+    /// applying touch different databases, so when both have work they run
+    /// at once (applying committed entries need not wait for this member's
+    /// own copy of the log: a quorum holds them durably already).
+    ///
+    /// `log_done`, if given, fires once the log transaction is committed
+    /// (the applying may still run), so that the messages that depend on it
+    /// can go out at once.
+    fn start(self, log_done: Option<oneshot::Sender<()>>) -> tokio::task::JoinHandle<IoDone> {
+        let IoJob { log_db, durable, sm_durable, staged, writes, mut sm, committed } = self;
+        let log_work = writes.iter().any(|w| !w.is_empty());
+        // A second thread pays off only for a sizable batch to apply or a
+        // state-machine fsync; for a few entries the hand-offs cost more
+        // than they save (measured: +0.07 ms per sequential write).
+        let sm_work = committed.len() >= PARALLEL_APPLY_MIN || sm_durable;
+        if staged.is_some() || !log_work || !sm_work {
+            // One thread. A snapshot goes into the state machine first,
+            // durably, then the log: a crash between the two leaves the
+            // state machine ahead of the log, which the next start repairs
+            // (`storage::open`).
+            return tokio::task::spawn_blocking(move || {
+                let t0 = Instant::now();
+                let applied = install_snapshot(&mut sm, staged.as_ref())
+                    .and_then(|()| write_log(&log_db, durable, &writes))
+                    .and_then(|()| {
+                        if let Some(tx) = log_done {
+                            let _ = tx.send(());
+                        }
+                        apply(&mut sm, sm_durable, &committed)
+                    });
+                report_slow(t0, durable, sm_durable, committed.len(), &writes);
+                IoDone { sm: Some(sm), applied, sm_durable }
+            });
+        }
+        tokio::task::spawn(async move {
+            let t0 = Instant::now();
+            let n = committed.len();
+            let log = tokio::task::spawn_blocking(move || {
+                let r = write_log(&log_db, durable, &writes);
+                if let (Ok(()), Some(tx)) = (&r, log_done) {
+                    let _ = tx.send(());
+                }
+                (r, writes)
+            });
+            let app = tokio::task::spawn_blocking(move || {
+                let r = apply(&mut sm, sm_durable, &committed);
+                (sm, r)
+            });
+            let (log, app) = tokio::join!(log, app);
+            let (sm, applied) = join_result(app);
+            let (log, writes) = match log {
+                Ok((r, writes)) => (r, writes),
+                Err(e) => (
+                    Err(StoreError::Corrupt { what: "disk task".into(), message: e.to_string() }),
+                    Vec::new(),
+                ),
+            };
+            report_slow(t0, durable, sm_durable, n, &writes);
+            IoDone { sm, applied: log.and(applied), sm_durable }
+        })
     }
+}
 
-    fn write(&mut self) -> Result<Vec<Applied>, StoreError> {
-        let t0 = Instant::now();
-        let r = self.write_inner();
-        let took = t0.elapsed();
-        // A disk that stalls shows here first (and then as elections).
-        if took > Duration::from_millis(8) {
-            let level_warn = took > Duration::from_millis(500);
-            let msg = format!(
-                "slow disk work: {took:?} (log fsync {}, state fsync {}, {} entries applied, log writes {:?})",
-                self.durable,
-                self.sm_durable,
-                self.committed.len(),
-                self.writes.iter().map(|w| w.summary()).collect::<Vec<_>>()
-            );
-            if level_warn {
-                warn!("{msg}");
-            } else {
-                debug!("{msg}");
-            }
-        }
-        r
+/// The fewest committed entries for which applying runs on its own thread,
+/// alongside the log transaction.
+const PARALLEL_APPLY_MIN: usize = 16;
+
+/// A disk that stalls shows here first (and then as elections).
+fn report_slow(
+    t0: Instant,
+    durable: bool,
+    sm_durable: bool,
+    applied: usize,
+    writes: &[crate::storage::LogWrite],
+) {
+    let took = t0.elapsed();
+    if took <= Duration::from_millis(8) {
+        return;
     }
+    let msg = format!(
+        "slow disk work: {took:?} (log fsync {durable}, state fsync {sm_durable}, {applied} entries applied, log writes {:?})",
+        writes.iter().map(|w| w.summary()).collect::<Vec<_>>()
+    );
+    if took > Duration::from_millis(500) {
+        warn!("{msg}");
+    } else {
+        debug!("{msg}");
+    }
+}
 
-    fn write_inner(&mut self) -> Result<Vec<Applied>, StoreError> {
-        // A snapshot goes into the state machine first, durably; a crash
-        // before the log transaction below leaves the state machine ahead of
-        // the log, which the next start repairs (`storage::open`).
-        if let Some(staged) = &self.staged {
-            let wtx = self.sm.db().begin_write()?;
-            self.sm.install(&wtx, staged)?;
-            wtx.commit()?;
-        }
-        if self.writes.iter().any(|w| !w.is_empty()) {
-            let mut wtx = self.log_db.begin_write()?;
-            if !self.durable {
-                // A new commit index alone: see `start_ready`.
-                wtx.set_durability(Durability::None)?;
-            }
-            for w in &self.writes {
-                w.apply(&wtx)?;
-            }
-            wtx.commit()?;
-        }
-        if self.committed.is_empty() && !self.sm_durable {
-            return Ok(Vec::new());
-        }
-        let mut wtx = self.sm.db().begin_write()?;
-        if !self.sm_durable {
-            // Applying need not be durable at once: the entries are, in the
-            // log, and a restart re-applies from the durable applied index.
-            wtx.set_durability(Durability::None)?;
-        }
-        let applied = self.sm.apply(&wtx, &self.committed)?;
+/// The result of a blocking task that hands back the state machine; a task
+/// that panicked is an error (the state machine handle is lost with it).
+fn join_result(
+    r: Result<(StateMachine, Result<Vec<Applied>, StoreError>), tokio::task::JoinError>,
+) -> (Option<StateMachine>, Result<Vec<Applied>, StoreError>) {
+    match r {
+        Ok((sm, applied)) => (Some(sm), applied),
+        Err(e) => (None, Err(StoreError::Corrupt { what: "disk task".into(), message: e.to_string() })),
+    }
+}
+
+/// Installs a received snapshot into the state machine, durably.
+fn install_snapshot(sm: &mut StateMachine, staged: Option<&StagedSnapshot>) -> Result<(), StoreError> {
+    if let Some(staged) = staged {
+        let wtx = sm.db().begin_write()?;
+        sm.install(&wtx, staged)?;
         wtx.commit()?;
-        Ok(applied)
     }
+    Ok(())
+}
+
+/// One log transaction, fsynced when `durable`.
+fn write_log(
+    log_db: &Database,
+    durable: bool,
+    writes: &[crate::storage::LogWrite],
+) -> Result<(), StoreError> {
+    if writes.iter().all(|w| w.is_empty()) {
+        return Ok(());
+    }
+    let mut wtx = log_db.begin_write()?;
+    if !durable {
+        // A new commit index alone: see `start_ready`.
+        wtx.set_durability(Durability::None)?;
+    }
+    for w in writes {
+        w.apply(&wtx)?;
+    }
+    wtx.commit()?;
+    Ok(())
+}
+
+/// Applies committed entries in one state-machine transaction, fsynced when
+/// `durable`.
+fn apply(sm: &mut StateMachine, durable: bool, committed: &[Entry]) -> Result<Vec<Applied>, StoreError> {
+    if committed.is_empty() && !durable {
+        return Ok(Vec::new());
+    }
+    let mut wtx = sm.db().begin_write()?;
+    if !durable {
+        // Applying need not be durable at once: the entries are, in the log,
+        // and a restart re-applies from the durable applied index.
+        wtx.set_durability(Durability::None)?;
+    }
+    let applied = sm.apply(&wtx, committed)?;
+    wtx.commit()?;
+    Ok(applied)
 }
 
 /// The second half of a `Ready` whose disk work is in progress.
@@ -340,10 +427,23 @@ impl Node {
         // The disk work of the `Ready` in progress: the node keeps stepping
         // messages and taking requests while it runs.
         let mut io: Option<tokio::task::JoinHandle<IoDone>> = None;
+        // Fires when the log part of that disk work is durable.
+        let mut log_done: Option<oneshot::Receiver<()>> = None;
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                r = async {
+                    match log_done.as_mut() {
+                        Some(rx) => rx.await,
+                        None => std::future::pending().await,
+                    }
+                }, if log_done.is_some() => {
+                    log_done = None;
+                    if r.is_ok() {
+                        self.send_persisted_messages();
+                    }
+                }
                 done = async {
                     match io.as_mut() {
                         Some(job) => job.await,
@@ -351,6 +451,7 @@ impl Node {
                     }
                 }, if io.is_some() => {
                     io = None;
+                    log_done = None;
                     let done = done.map_err(|e| StoreError::Corrupt { what: "disk task".into(), message: e.to_string() })?;
                     self.finish_ready(Some(done))?;
                 }
@@ -371,7 +472,17 @@ impl Node {
             while io.is_none() && self.raw.has_ready() {
                 let rd = self.raw.ready()?;
                 if let Some(job) = self.start_ready(rd)? {
-                    io = Some(tokio::task::spawn_blocking(move || job.run()));
+                    // Only a `Ready` with messages that wait for its log
+                    // needs to hear when the log part is done.
+                    let tx = match self.in_flight.as_ref().is_some_and(|f| !f.persisted_messages.is_empty()) {
+                        true => {
+                            let (tx, rx) = oneshot::channel();
+                            log_done = Some(rx);
+                            Some(tx)
+                        }
+                        false => None,
+                    };
+                    io = Some(job.start(tx));
                 }
             }
             if io.is_none() {
@@ -511,12 +622,14 @@ impl Node {
         const MAX_COMPACT_PER_BATCH: u64 = 4096;
         let wanted = self.sm.applied().saturating_sub(limits.retain_entries);
         // Never past what the state machine holds durably: after a crash it
-        // re-applies from there, out of the log.
-        if wanted > self.sm_durable_index {
-            self.compaction_waits = true;
-        }
+        // re-applies from there, out of the log. Only when that blocks all
+        // progress is the state machine made durable for compaction's sake
+        // (once per compaction, not once per batch: that fsync is costly).
         let upto = wanted.min(self.sm_durable_index).min(log.base().index + MAX_COMPACT_PER_BATCH);
         if upto <= log.base().index {
+            if wanted > self.sm_durable_index {
+                self.compaction_waits = true;
+            }
             return Ok(None);
         }
         let term = graft_core::Storage::term(log, upto)
@@ -821,6 +934,16 @@ impl Node {
         }))
     }
 
+    /// Sends the in-flight `Ready`'s messages that waited for its log
+    /// transaction, which has just become durable.
+    fn send_persisted_messages(&mut self) {
+        if let Some(f) = &mut self.in_flight {
+            for m in std::mem::take(&mut f.persisted_messages) {
+                self.transport.send(m);
+            }
+        }
+    }
+
     /// The second half of a `Ready`, once its disk work is done: messages
     /// that depend on it, answers, reads, `advance`.
     fn finish_ready(&mut self, done: Option<IoDone>) -> Result<(), NodeError> {
@@ -828,7 +951,9 @@ impl Node {
         let mut applied = Vec::new();
         if let Some(done) = done {
             applied = done.applied?;
-            self.sm = done.sm;
+            if let Some(sm) = done.sm {
+                self.sm = sm;
+            }
             if done.sm_durable || f.snapshot.is_some() {
                 self.sm_durable_index = self.sm.applied();
                 self.metrics.fsyncs += 1;
@@ -846,7 +971,8 @@ impl Node {
             let _ = done.send(());
             self.sync_peers();
         }
-        // 3. Messages that depend on what was just persisted.
+        // 3. Messages that depend on what was just persisted (unless they
+        // went out as soon as the log part was done).
         for m in f.persisted_messages {
             self.transport.send(m);
         }
