@@ -100,8 +100,18 @@ struct Inner {
     /// The endpoints given, plus leaders learnt from hints.
     endpoints: Mutex<Vec<String>>,
     conns: Mutex<HashMap<String, Arc<Conn>>>,
+    /// One connection attempt at a time per address: requests that find no
+    /// connection wait for the attempt in progress instead of each opening
+    /// their own (hundreds of simultaneous connects overflow a member's
+    /// accept queue, and a dropped SYN costs a 1 s retransmission). Holds
+    /// the last failed attempt's time and error.
+    connecting: Mutex<HashMap<String, Arc<ConnectGate>>>,
     rotate: AtomicUsize,
 }
+
+/// Serializes connection attempts to one address; holds when the last one
+/// failed, and why.
+type ConnectGate = tokio::sync::Mutex<Option<(Instant, String)>>;
 
 /// Removes a write's seq from the outstanding set when dropped.
 struct Outstanding<'a> {
@@ -145,6 +155,7 @@ impl Client {
                 leader: Mutex::new(None),
                 endpoints: Mutex::new(endpoints),
                 conns: Mutex::new(HashMap::new()),
+                connecting: Mutex::new(HashMap::new()),
                 rotate: AtomicUsize::new(0),
             }),
         }
@@ -449,16 +460,44 @@ impl Client {
     }
 
     async fn conn(&self, addr: &str) -> Result<Arc<Conn>, AttemptError> {
-        if let Some(c) = self.inner.conns.lock().ok().and_then(|c| c.get(addr).cloned()) {
-            if !c.tx.is_closed() {
-                return Ok(c);
+        if let Some(c) = self.open_conn(addr) {
+            return Ok(c);
+        }
+        let gate = match self.inner.connecting.lock() {
+            Ok(mut g) => g.entry(addr.to_owned()).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        let waited_since = Instant::now();
+        let mut last_failure = gate.lock().await;
+        // The attempt this request waited for may have succeeded, or failed.
+        if let Some(c) = self.open_conn(addr) {
+            return Ok(c);
+        }
+        if let Some((when, error)) = &*last_failure {
+            if *when >= waited_since {
+                return Err(AttemptError(error.clone()));
             }
         }
-        let conn = Arc::new(connect(addr).await?);
-        if let Ok(mut conns) = self.inner.conns.lock() {
-            conns.insert(addr.to_owned(), conn.clone());
+        match connect(addr).await {
+            Ok(conn) => {
+                *last_failure = None;
+                let conn = Arc::new(conn);
+                if let Ok(mut conns) = self.inner.conns.lock() {
+                    conns.insert(addr.to_owned(), conn.clone());
+                }
+                Ok(conn)
+            }
+            Err(e) => {
+                *last_failure = Some((Instant::now(), e.0.clone()));
+                Err(e)
+            }
         }
-        Ok(conn)
+    }
+
+    /// The open connection to `addr`, if there is one.
+    fn open_conn(&self, addr: &str) -> Option<Arc<Conn>> {
+        let c = self.inner.conns.lock().ok()?.get(addr).cloned()?;
+        (!c.tx.is_closed()).then_some(c)
     }
 }
 
@@ -532,6 +571,75 @@ async fn conn_task(
                 if let Some(reply) = pending.remove(&resp.id) {
                     let _ = reply.send(resp.result);
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A fake member that welcomes every connection, counts them, and never
+    /// answers a request.
+    async fn silent_member() -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut conn = protocol::framed(stream);
+                    let _: Option<Hello> = protocol::recv(&mut conn).await.ok().flatten();
+                    let welcome = HelloReply::Welcome { member: 1, cluster: "c".into() };
+                    let _ = protocol::send(&mut conn, &welcome).await;
+                    // Hold the connection open, answering nothing.
+                    while let Some(Ok(_)) = conn.next().await {}
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_share_one_connection_attempt() {
+        let (addr, accepted) = silent_member().await;
+        let client =
+            Client::new(ClientOptions { endpoints: vec![addr], timeout: Duration::from_millis(300) });
+        let requests: Vec<_> = (0..64)
+            .map(|i| {
+                let c = client.clone();
+                tokio::spawn(async move { c.get(format!("k{i}")).await })
+            })
+            .collect();
+        for r in requests {
+            assert!(r.await.unwrap().is_err(), "the fake member never answers");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "64 concurrent requests, one connection");
+    }
+
+    #[tokio::test]
+    async fn requests_waiting_on_a_failed_connect_fail_with_it() {
+        // A port with nothing listening: every connect is refused at once.
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let client =
+            Client::new(ClientOptions { endpoints: vec![addr.clone()], timeout: Duration::from_millis(200) });
+        let requests: Vec<_> = (0..16)
+            .map(|i| {
+                let c = client.clone();
+                tokio::spawn(async move { c.get(format!("k{i}")).await })
+            })
+            .collect();
+        for r in requests {
+            match r.await.unwrap() {
+                Err(ClientError::Unavailable { tried, .. }) => assert_eq!(tried, vec![addr.clone()]),
+                other => panic!("expected unavailable, got {other:?}"),
             }
         }
     }

@@ -139,8 +139,7 @@ pub async fn run_member(mut opts: MemberOptions, shutdown: CancellationToken) ->
             (join.listen.clone(), Bootstrap { conf: ConfState::default(), members })
         }
     };
-    let listener =
-        TcpListener::bind(&listen).await.map_err(|cause| ServeError::Bind { addr: listen.clone(), cause })?;
+    let listener = bind(&listen).await.map_err(|cause| ServeError::Bind { addr: listen.clone(), cause })?;
     let identity = Identity { cluster: opts.cluster.cluster_id.clone(), member: opts.id };
     let data_dir = opts.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || {
@@ -283,6 +282,28 @@ struct ConnCtx {
     db: Arc<redb::Database>,
     /// One incoming snapshot at a time.
     snapshot_busy: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The listen backlog: room for a burst of simultaneous connects (a full
+/// accept queue drops SYNs, and each costs the client a 1 s retransmission).
+/// The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` (host:port, resolved) with [`LISTEN_BACKLOG`].
+async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket =
+            if a.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        // As std and tokio do: a restarted member can rebind at once.
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last
+        .unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "resolves to no address")))
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Arc<ConnCtx>, shutdown: CancellationToken) {
