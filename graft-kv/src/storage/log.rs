@@ -81,9 +81,9 @@ impl LogWrite {
         if self.remove.is_some() || !self.entries.is_empty() {
             let mut log = wtx.open_table(LOG)?;
             if let Some((from, to)) = self.remove {
-                for i in from..=to {
-                    log.remove(i)?;
-                }
+                // One scan with batched removals: several times cheaper
+                // than a root-to-leaf descent per entry.
+                log.retain_in(from..=to, |_, _| false)?;
             }
             for e in &self.entries {
                 log.insert(e.index, encode_entry(e)?.as_slice())?;
