@@ -153,6 +153,26 @@ pub struct IoDone {
 }
 
 impl IoJob {
+    /// Whether the job only applies a few committed entries and records a
+    /// new commit index, without an fsync (on a leader, the `Ready` that
+    /// answers the clients).
+    fn is_small_apply(&self) -> bool {
+        self.staged.is_none()
+            && !self.durable
+            && !self.sm_durable
+            && self.writes.iter().all(|w| w.is_hard_state_only())
+            && self.committed.len() <= INLINE_APPLY_MAX
+    }
+
+    /// Runs a small job on the calling thread (see [`IoJob::is_small_apply`]).
+    fn run_here(self) -> IoDone {
+        let IoJob { log_db, writes, mut sm, committed, .. } = self;
+        let t0 = Instant::now();
+        let applied = write_log(&log_db, false, &writes).and_then(|()| apply(&mut sm, false, &committed));
+        report_slow(t0, false, false, committed.len(), &writes);
+        IoDone { sm: Some(sm), applied, sm_durable: false }
+    }
+
     /// Starts the job on blocking threads. The log transaction and the
     /// applying touch different databases, so when both have work they run
     /// at once (applying committed entries need not wait for this member's
@@ -215,6 +235,10 @@ impl IoJob {
         })
     }
 }
+
+/// The most committed entries a job may apply on the node's own thread
+/// (without an fsync); more go to a blocking thread.
+const INLINE_APPLY_MAX: usize = 8;
 
 /// The fewest committed entries for which applying runs on its own thread,
 /// alongside the log transaction.
@@ -472,6 +496,13 @@ impl Node {
             while io.is_none() && self.raw.has_ready() {
                 let rd = self.raw.ready()?;
                 if let Some(job) = self.start_ready(rd)? {
+                    if job.is_small_apply() {
+                        // No fsync and little to do: cheaper here than the
+                        // two thread hand-offs of a blocking task.
+                        let done = job.run_here();
+                        self.finish_ready(Some(done))?;
+                        continue;
+                    }
                     // Only a `Ready` with messages that wait for its log
                     // needs to hear when the log part is done.
                     let tx = match self.in_flight.as_ref().is_some_and(|f| !f.persisted_messages.is_empty()) {

@@ -71,6 +71,12 @@ impl LogWrite {
         )
     }
 
+    /// Whether it records the hard state at most (no entries, removals or
+    /// base): a few bytes.
+    pub fn is_hard_state_only(&self) -> bool {
+        self.remove.is_none() && self.base.is_none() && self.entries.is_empty()
+    }
+
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
         self.remove.is_none() && self.base.is_none() && self.entries.is_empty() && self.hard_state.is_none()
