@@ -175,8 +175,9 @@ impl IoJob {
 
     /// Starts the job on blocking threads. The log transaction and the
     /// applying touch different databases, so when both have work they run
-    /// at once (applying committed entries need not wait for this member's
-    /// own copy of the log: a quorum holds them durably already).
+    /// at once: the committed entries are already durable in this member's
+    /// log (the core hands them out only up to the persisted index), so
+    /// applying them never depends on this job's log transaction.
     ///
     /// `log_done`, if given, fires once the log transaction is committed
     /// (the applying may still run), so that the messages that depend on it
