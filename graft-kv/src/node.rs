@@ -150,6 +150,8 @@ pub struct IoDone {
     sm: Option<StateMachine>,
     applied: Result<Vec<Applied>, StoreError>,
     sm_durable: bool,
+    /// The applying ran alongside the log transaction.
+    parallel: bool,
 }
 
 impl IoJob {
@@ -170,7 +172,7 @@ impl IoJob {
         let t0 = Instant::now();
         let applied = write_log(&log_db, false, &writes).and_then(|()| apply(&mut sm, false, &committed));
         report_slow(t0, false, false, committed.len(), &writes);
-        IoDone { sm: Some(sm), applied, sm_durable: false }
+        IoDone { sm: Some(sm), applied, sm_durable: false, parallel: false }
     }
 
     /// Starts the job on blocking threads. The log transaction and the
@@ -205,7 +207,7 @@ impl IoJob {
                         apply(&mut sm, sm_durable, &committed)
                     });
                 report_slow(t0, durable, sm_durable, committed.len(), &writes);
-                IoDone { sm: Some(sm), applied, sm_durable }
+                IoDone { sm: Some(sm), applied, sm_durable, parallel: false }
             });
         }
         tokio::task::spawn(async move {
@@ -232,7 +234,7 @@ impl IoJob {
                 ),
             };
             report_slow(t0, durable, sm_durable, n, &writes);
-            IoDone { sm, applied: log.and(applied), sm_durable }
+            IoDone { sm, applied: log.and(applied), sm_durable, parallel: true }
         })
     }
 }
@@ -996,6 +998,7 @@ impl Node {
                 self.metrics.lazy_commits += 1;
             }
             self.metrics.entries_persisted += f.entries;
+            self.metrics.parallel_batches += u64::from(done.parallel);
             self.metrics.entries_applied += f.committed.len() as u64;
         }
         if let Some((index, done)) = f.snapshot {

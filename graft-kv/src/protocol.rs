@@ -394,6 +394,9 @@ pub struct Metrics {
     pub reads_answered: u64,
     /// Raft messages dropped because a peer's queue was full.
     pub messages_dropped: u64,
+    /// Batches whose applying ran on a second thread, alongside their log
+    /// transaction.
+    pub parallel_batches: u64,
 }
 
 /// One member as another sees it.
