@@ -155,23 +155,31 @@ pub struct IoDone {
 }
 
 impl IoJob {
-    /// Whether the job only applies a few committed entries and records a
-    /// new commit index, without an fsync (on a leader, the `Ready` that
-    /// answers the clients).
-    fn is_small_apply(&self) -> bool {
-        self.staged.is_none()
-            && !self.durable
-            && !self.sm_durable
-            && self.writes.iter().all(|w| w.is_hard_state_only())
-            && self.committed.len() <= INLINE_APPLY_MAX
+    /// Whether the job is small enough to run on the node's own thread,
+    /// where it costs less than the two thread hand-offs of a blocking task
+    /// (sequential writes: 0.77 -> 0.70 ms for a follower's append, 0.46 ->
+    /// 0.38 ms on tmpfs for a leader's applying). Small means no snapshot,
+    /// no state-machine fsync, at most [`INLINE_MAX`] entries to apply, and
+    /// either no log fsync (a new commit index at most: on a leader, the
+    /// `Ready` that answers the clients) or, on a follower, an append of at
+    /// most [`INLINE_MAX`] entries without truncation or compaction. A
+    /// leader never blocks its thread on an fsync: its appends to the
+    /// followers are still to be written to their sockets.
+    fn runs_here(&self, follower: bool) -> bool {
+        let log_ok = if self.durable {
+            follower && self.writes.iter().all(|w| w.is_small_append(INLINE_MAX))
+        } else {
+            self.writes.iter().all(|w| w.is_hard_state_only())
+        };
+        log_ok && self.staged.is_none() && !self.sm_durable && self.committed.len() <= INLINE_MAX
     }
 
-    /// Runs a small job on the calling thread (see [`IoJob::is_small_apply`]).
+    /// Runs a small job on the calling thread (see [`IoJob::runs_here`]).
     fn run_here(self) -> IoDone {
-        let IoJob { log_db, writes, mut sm, committed, .. } = self;
+        let IoJob { log_db, durable, writes, mut sm, committed, .. } = self;
         let t0 = Instant::now();
-        let applied = write_log(&log_db, false, &writes).and_then(|()| apply(&mut sm, false, &committed));
-        report_slow(t0, false, false, committed.len(), &writes);
+        let applied = write_log(&log_db, durable, &writes).and_then(|()| apply(&mut sm, false, &committed));
+        report_slow(t0, durable, false, committed.len(), &writes);
         IoDone { sm: Some(sm), applied, sm_durable: false, parallel: false }
     }
 
@@ -239,9 +247,9 @@ impl IoJob {
     }
 }
 
-/// The most committed entries a job may apply on the node's own thread
-/// (without an fsync); more go to a blocking thread.
-const INLINE_APPLY_MAX: usize = 8;
+/// The most entries a job run on the node's own thread may apply, or (on a
+/// follower) append; more go to a blocking thread.
+const INLINE_MAX: usize = 8;
 
 /// The fewest committed entries for which applying runs on its own thread,
 /// alongside the log transaction.
@@ -499,9 +507,13 @@ impl Node {
             while io.is_none() && self.raw.has_ready() {
                 let rd = self.raw.ready()?;
                 if let Some(job) = self.start_ready(rd)? {
-                    if job.is_small_apply() {
-                        // No fsync and little to do: cheaper here than the
-                        // two thread hand-offs of a blocking task.
+                    if job.runs_here(self.raw.role() == Role::Follower) {
+                        if job.durable {
+                            // Let the other tasks (the peers' writers above
+                            // all) send what is queued before this thread
+                            // blocks on the fsync.
+                            tokio::task::yield_now().await;
+                        }
                         let done = job.run_here();
                         self.finish_ready(Some(done))?;
                         continue;

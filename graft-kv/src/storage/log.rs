@@ -77,6 +77,12 @@ impl LogWrite {
         self.remove.is_none() && self.base.is_none() && self.entries.is_empty()
     }
 
+    /// Whether it appends at most `max` entries (and perhaps a hard state),
+    /// with no removal (truncation or compaction) and no new base.
+    pub fn is_small_append(&self, max: usize) -> bool {
+        self.remove.is_none() && self.base.is_none() && self.entries.len() <= max
+    }
+
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
         self.remove.is_none() && self.base.is_none() && self.entries.is_empty() && self.hard_state.is_none()
