@@ -346,19 +346,6 @@ fn push_validates_operations() {
     assert!(h.is_empty());
 }
 
-/// Many concurrent writes of distinct values, each read by a concurrent
-/// read, then a read nothing explains: every order of the writes must be
-/// tried before the search can fail.
-pub fn hard_history(writers: u64) -> History {
-    let mut ops = Vec::new();
-    for i in 0..writers {
-        ops.push(put(i, "k", &format!("v{i}"), 0, 1000));
-        ops.push(get(100 + i, "k", Some(&format!("v{i}")), 0, 1000));
-    }
-    ops.push(get(999, "k", Some("never"), 2000, 2001));
-    history(ops)
-}
-
 #[test]
 fn gives_up_when_the_budget_is_exhausted() {
     let limits = Limits { max_states: 1000, ..Limits::default() };

@@ -36,7 +36,7 @@ pub struct Cli {
 
     /// How long one command may take, retries included (e.g. 5s, 500ms,
     /// 1m); for verify, how long each of its operations may take
-    #[arg(long, global = true, default_value = "5s", value_parser = parse_timeout)]
+    #[arg(long, global = true, default_value = "5s", value_parser = crate::command::parse_duration)]
     pub timeout: Duration,
 
     /// Output format
@@ -55,11 +55,6 @@ pub enum OutputFormat {
     Plain,
     /// For scripts: one JSON object per command, on one line.
     Json,
-}
-
-/// Parses `--timeout`: a human-readable, non-zero duration.
-fn parse_timeout(s: &str) -> Result<Duration, String> {
-    crate::command::parse_duration(s)
 }
 
 /// Checks `--endpoints`; none given means the built-in default cluster.
@@ -105,11 +100,11 @@ mod tests {
 
     #[test]
     fn timeouts() {
-        assert_eq!(parse_timeout("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_timeout("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_timeout("5").is_err());
-        assert!(parse_timeout("soon").is_err());
-        assert!(parse_timeout("0s").is_err());
+        assert_eq!(crate::command::parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(crate::command::parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(crate::command::parse_duration("5").is_err());
+        assert!(crate::command::parse_duration("soon").is_err());
+        assert!(crate::command::parse_duration("0s").is_err());
         assert!(parse(&["--timeout", "x", "status"]).is_err());
     }
 

@@ -348,7 +348,7 @@ impl Executor {
                     duration: *duration,
                     clients: *clients,
                     keys: *keys,
-                    seed: seed.unwrap_or_else(verify::random_seed),
+                    seed: seed.unwrap_or_else(graft_kv::client::random_u64),
                 };
                 // Progress only for a person watching, never into a pipe or a file.
                 let progress = std::io::stderr().is_terminal();

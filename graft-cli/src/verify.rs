@@ -183,16 +183,6 @@ pub fn seconds(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
-/// A seed from the clock and the process id, for runs without `--seed`.
-pub fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    h.write_u128(now.as_nanos());
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
 /// Runs `plan` and reports; with `show_progress`, draws a progress bar on
 /// standard error meanwhile. Dropping the future abandons the run: its
 /// clients stop, and its keys are deleted in the background.
@@ -306,7 +296,7 @@ async fn delete_prefix(plan: &Plan, opts: &WorkloadOptions) -> Result<usize, Cli
     let prefix = Bytes::from(opts.prefix.clone());
     // Each round deletes what one scan lists; enough rounds for every key
     // the workload may use, and a few more.
-    let rounds = opts.key_names().len() / DELETE_PAGE as usize + 3;
+    let rounds = opts.key_count() / DELETE_PAGE as usize + 3;
     let mut deleted = 0;
     for _ in 0..rounds {
         let items = client.scan(prefix.clone(), DELETE_PAGE, Consistency::Linearizable).await?;
@@ -576,7 +566,7 @@ pub(crate) mod tests {
 
     #[test]
     fn seeds_differ() {
-        assert_ne!(random_seed(), random_seed());
+        assert_ne!(graft_kv::client::random_u64(), graft_kv::client::random_u64());
         assert_eq!(seconds(Duration::from_millis(29_960)), "30.0s");
     }
 }

@@ -133,6 +133,10 @@ impl LocalCluster {
             toml.push_str(&format!("\n[[members]]\nid = {}\naddr = \"{a}\"\n", i + 1));
         }
         let config = dir.path().join("cluster.toml");
+        // A bad --extra-config fails here, not as members that never start.
+        crate::config::ClusterConfig::parse(&toml, &config)
+            .and_then(|c| c.validate())
+            .context("the local cluster's configuration (--members, --extra-config)")?;
         std::fs::write(&config, toml).context("writing the cluster file")?;
         let mut c = LocalCluster {
             dir,
@@ -151,7 +155,11 @@ impl LocalCluster {
 
     fn spawn(&self, id: u64) -> anyhow::Result<Child> {
         let exe = std::env::current_exe().context("finding this program")?;
-        let log = std::fs::File::create(self.dir.path().join(format!("member-{id}.log")))?;
+        // Appended to: a restarted member's earlier log is kept.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("member-{id}.log")))?;
         Command::new(exe)
             .args(["serve", "--id", &id.to_string(), "--log", &self.log, "--config"])
             .arg(&self.config)
@@ -185,14 +193,18 @@ impl LocalCluster {
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         for c in self.children.iter_mut().flatten() {
-            if let Some(pid) = Some(c.id()) {
-                // SAFETY: kill(2) has no memory-safety preconditions.
-                unsafe {
-                    libc::kill(pid as libc::pid_t, libc::SIGTERM);
-                }
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
             }
         }
+        // A member that does not stop within 10 s is killed.
+        let deadline = Instant::now() + Duration::from_secs(10);
         for c in self.children.iter_mut().flatten() {
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
             let _ = c.wait();
         }
         if self.keep {
@@ -314,11 +326,13 @@ async fn load(endpoints: &[String], opts: &BenchOptions) -> anyhow::Result<LoadR
         })
         .collect();
     let value = Bytes::from(vec![b'x'; opts.value_size]);
+    // Key names are made once, before the clock starts.
+    let names: Arc<[Bytes]> = (0..opts.keys.max(1)).map(|k| Bytes::from(format!("bench-{k:08}"))).collect();
     if opts.read_ratio > 0.0 {
-        // Reads find something.
+        // Reads find something (among the first 10,000 keys).
         let c = &conns[0];
-        for k in 0..opts.keys.min(10_000) {
-            c.put(format!("bench-{k:08}"), value.clone()).await.context("preloading keys")?;
+        for name in names.iter().take(10_000) {
+            c.put(name.clone(), value.clone()).await.context("preloading keys")?;
         }
     }
     let leader = wait_leader(endpoints, Duration::from_secs(10)).await?;
@@ -346,18 +360,20 @@ async fn load(endpoints: &[String], opts: &BenchOptions) -> anyhow::Result<LoadR
         .map(|i| {
             let client = conns[i % conns.len()].clone();
             let mut hist = template.clone();
-            let (done, value, keys) = (done.clone(), value.clone(), opts.keys.max(1));
-            let (read_ratio, stale) = (opts.read_ratio, opts.stale_reads);
+            let (done, value, names) = (done.clone(), value.clone(), names.clone());
+            let read_ratio = opts.read_ratio;
+            let consistency = if opts.stale_reads { Consistency::Stale } else { Consistency::Linearizable };
             tokio::spawn(async move {
                 let mut rng = graft_core::rng::Rng::new(i as u64 + 1);
                 let (mut writes, mut errors) = (0u64, 0u64);
-                while Instant::now() < deadline {
-                    let key = format!("bench-{:08}", rng.range(0, keys));
-                    let read = rng.chance(read_ratio);
+                loop {
                     let t = Instant::now();
-                    let ok = if read {
-                        let c = if stale { Consistency::Stale } else { Consistency::Linearizable };
-                        client.get_with(key, c).await.is_ok()
+                    if t >= deadline {
+                        break;
+                    }
+                    let key = names[rng.range(0, names.len() as u64) as usize].clone();
+                    let ok = if rng.chance(read_ratio) {
+                        client.get_with(key, consistency).await.is_ok()
                     } else {
                         writes += 1;
                         client.put(key, value.clone()).await.is_ok()
@@ -434,10 +450,8 @@ async fn failover(
         times.push(ms);
         cluster.restart(id)?;
         // Let the restarted member rejoin before the next trial.
-        let probe =
-            Client::new(ClientOptions { endpoints: endpoints.to_vec(), timeout: Duration::from_secs(10) });
         let deadline = Instant::now() + Duration::from_secs(20);
-        while probe.status_of(&leader).await.is_err() {
+        while client.status_of(&leader).await.is_err() {
             if Instant::now() > deadline {
                 bail!("member {id} did not come back");
             }

@@ -132,7 +132,9 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
-fn random_u64() -> u64 {
+/// A random number from the clock and the process id, for ids and seeds
+/// that must differ between processes and runs (no randomness crate).
+pub fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -268,33 +270,25 @@ impl Client {
 
     /// Asks one member for its counters (no retries elsewhere).
     pub async fn metrics_of(&self, addr: &str) -> Result<crate::protocol::Metrics, ClientError> {
-        let deadline = Instant::now() + self.inner.opts.timeout;
-        match tokio::time::timeout_at(deadline, self.attempt(addr, Request::Metrics)).await {
-            Ok(Ok(Ok(Response::Metrics(m)))) => Ok(m),
-            Ok(Ok(Ok(other))) => Err(unexpected(other)),
-            Ok(Ok(Err(e))) => Err(ClientError::Api(e)),
-            Ok(Err(AttemptError(e))) => Err(ClientError::Unavailable {
-                tried: vec![addr.to_owned()],
-                last_error: e,
-                timeout: self.inner.opts.timeout,
-                write: false,
-            }),
-            Err(_) => Err(ClientError::Unavailable {
-                tried: vec![addr.to_owned()],
-                last_error: "timed out".into(),
-                timeout: self.inner.opts.timeout,
-                write: false,
-            }),
+        match self.ask_one(addr, Request::Metrics).await? {
+            Response::Metrics(m) => Ok(m),
+            other => Err(unexpected(other)),
         }
     }
 
     /// Asks one member for its status (no retries elsewhere).
     pub async fn status_of(&self, addr: &str) -> Result<MemberStatus, ClientError> {
+        match self.ask_one(addr, Request::Status).await? {
+            Response::Status(s) => Ok(*s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends `req` to the member at `addr` alone, once, under the timeout.
+    async fn ask_one(&self, addr: &str, req: Request) -> Result<Response, ClientError> {
         let deadline = Instant::now() + self.inner.opts.timeout;
-        let r = tokio::time::timeout_at(deadline, self.attempt(addr, Request::Status)).await;
-        let err = match r {
-            Ok(Ok(Ok(Response::Status(s)))) => return Ok(*s),
-            Ok(Ok(Ok(other))) => return Err(unexpected(other)),
+        let err = match tokio::time::timeout_at(deadline, self.attempt(addr, req)).await {
+            Ok(Ok(Ok(resp))) => return Ok(resp),
             Ok(Ok(Err(e))) => return Err(ClientError::Api(e)),
             Ok(Err(AttemptError(e))) => e,
             Err(_) => "timed out".to_owned(),

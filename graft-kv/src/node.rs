@@ -148,6 +148,9 @@ pub struct IoJob {
 pub struct IoDone {
     /// The advanced state machine (`None` if the task that held it died).
     sm: Option<StateMachine>,
+    /// The committed entries the job applied, handed back (not copied) for
+    /// logging and membership changes.
+    committed: Vec<Entry>,
     applied: Result<Vec<Applied>, StoreError>,
     sm_durable: bool,
     /// The applying ran alongside the log transaction.
@@ -160,16 +163,18 @@ impl IoJob {
     /// (sequential writes: 0.77 -> 0.70 ms for a follower's append, 0.46 ->
     /// 0.38 ms on tmpfs for a leader's applying). Small means no snapshot,
     /// no state-machine fsync, at most [`INLINE_MAX`] entries to apply, and
-    /// either no log fsync (a new commit index at most: on a leader, the
-    /// `Ready` that answers the clients) or, on a follower, an append of at
+    /// either no log write at all (on a leader, the `Ready` that answers the
+    /// clients) or, on a follower, an append of at
     /// most [`INLINE_MAX`] entries without truncation or compaction. A
     /// leader never blocks its thread on an fsync: its appends to the
     /// followers are still to be written to their sockets.
     fn runs_here(&self, follower: bool) -> bool {
+        // Without an fsync the log writes can only be a compaction step
+        // (a hard state is written only with a new term or vote, durably).
         let log_ok = if self.durable {
             follower && self.writes.iter().all(|w| w.is_small_append(INLINE_MAX))
         } else {
-            self.writes.iter().all(|w| w.is_hard_state_only())
+            self.writes.iter().all(|w| w.is_empty())
         };
         log_ok && self.staged.is_none() && !self.sm_durable && self.committed.len() <= INLINE_MAX
     }
@@ -180,7 +185,7 @@ impl IoJob {
         let t0 = Instant::now();
         let applied = write_log(&log_db, durable, &writes).and_then(|()| apply(&mut sm, false, &committed));
         report_slow(t0, durable, false, committed.len(), &writes);
-        IoDone { sm: Some(sm), applied, sm_durable: false, parallel: false }
+        IoDone { sm: Some(sm), committed, applied, sm_durable: false, parallel: false }
     }
 
     /// Starts the job on blocking threads. The log transaction and the
@@ -215,7 +220,7 @@ impl IoJob {
                         apply(&mut sm, sm_durable, &committed)
                     });
                 report_slow(t0, durable, sm_durable, committed.len(), &writes);
-                IoDone { sm: Some(sm), applied, sm_durable, parallel: false }
+                IoDone { sm: Some(sm), committed, applied, sm_durable, parallel: false }
             });
         }
         tokio::task::spawn(async move {
@@ -230,19 +235,20 @@ impl IoJob {
             });
             let app = tokio::task::spawn_blocking(move || {
                 let r = apply(&mut sm, sm_durable, &committed);
-                (sm, r)
+                (sm, committed, r)
             });
             let (log, app) = tokio::join!(log, app);
-            let (sm, applied) = join_result(app);
+            let (sm, committed, applied) = match app {
+                Ok((sm, committed, applied)) => (Some(sm), committed, applied),
+                // The task that held the state machine died with it.
+                Err(e) => (None, Vec::new(), Err(task_died(e))),
+            };
             let (log, writes) = match log {
                 Ok((r, writes)) => (r, writes),
-                Err(e) => (
-                    Err(StoreError::Corrupt { what: "disk task".into(), message: e.to_string() }),
-                    Vec::new(),
-                ),
+                Err(e) => (Err(task_died(e)), Vec::new()),
             };
             report_slow(t0, durable, sm_durable, n, &writes);
-            IoDone { sm, applied: log.and(applied), sm_durable, parallel: true }
+            IoDone { sm, committed, applied: log.and(applied), sm_durable, parallel: true }
         })
     }
 }
@@ -278,15 +284,9 @@ fn report_slow(
     }
 }
 
-/// The result of a blocking task that hands back the state machine; a task
-/// that panicked is an error (the state machine handle is lost with it).
-fn join_result(
-    r: Result<(StateMachine, Result<Vec<Applied>, StoreError>), tokio::task::JoinError>,
-) -> (Option<StateMachine>, Result<Vec<Applied>, StoreError>) {
-    match r {
-        Ok((sm, applied)) => (Some(sm), applied),
-        Err(e) => (None, Err(StoreError::Corrupt { what: "disk task".into(), message: e.to_string() })),
-    }
+/// A disk task that panicked: the member stops with this error.
+fn task_died(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Corrupt { what: "disk task".into(), message: e.to_string() }
 }
 
 /// Installs a received snapshot into the state machine, durably.
@@ -310,7 +310,7 @@ fn write_log(
     }
     let mut wtx = log_db.begin_write()?;
     if !durable {
-        // A new commit index alone: see `start_ready`.
+        // Nothing Raft needs durable (a compaction step): see `start_ready`.
         wtx.set_durability(Durability::None)?;
     }
     for w in writes {
@@ -341,7 +341,6 @@ fn apply(sm: &mut StateMachine, durable: bool, committed: &[Entry]) -> Result<Ve
 struct InFlight {
     persisted_messages: Vec<Message>,
     read_states: Vec<graft_core::ReadState>,
-    committed: Vec<Entry>,
     entries: u64,
     durable: bool,
     /// A snapshot being installed, and who to tell.
@@ -487,7 +486,7 @@ impl Node {
                 }, if io.is_some() => {
                     io = None;
                     log_done = None;
-                    let done = done.map_err(|e| StoreError::Corrupt { what: "disk task".into(), message: e.to_string() })?;
+                    let done = done.map_err(task_died)?;
                     self.finish_ready(Some(done))?;
                 }
                 _ = ticker.tick() => self.on_tick()?,
@@ -652,9 +651,10 @@ impl Node {
     }
 
     /// Once the log passes the configured size, drops applied entries but
-    /// the newest few from the in-memory log and returns the database writes.
-    /// They travel in the next transaction: if it is lost in a crash, the
-    /// applying before it is lost too (redb commits are durable in order).
+    /// the newest few from the in-memory log and returns the database writes,
+    /// which travel in the next log transaction. Only entries the state
+    /// machine holds durably go (`sm_durable_index`), so a crash never
+    /// leaves it behind the log's base.
     fn stage_compaction(&mut self) -> Result<Option<crate::storage::LogWrite>, NodeError> {
         let limits = self.opts.log;
         let log = self.raw.storage();
@@ -945,7 +945,8 @@ impl Node {
             writes.push(self.raw.storage_mut().stage_reset(meta.clone()));
         }
         let hard_state = rd.hard_state.filter(|_| vote_changed);
-        writes.push(self.raw.storage_mut().stage(&rd.entries, hard_state)?);
+        let appended = rd.entries.len() as u64;
+        writes.push(self.raw.storage_mut().stage(rd.entries, hard_state)?);
         if let Some(w) = self.stage_compaction()? {
             writes.push(w);
         }
@@ -960,8 +961,7 @@ impl Node {
         self.in_flight = Some(InFlight {
             persisted_messages: rd.persisted_messages,
             read_states: rd.read_states,
-            committed: rd.committed_entries.clone(),
-            entries: rd.entries.len() as u64,
+            entries: appended,
             durable,
             snapshot: staged_done.map(|d| (rd.snapshot.map_or(0, |m| m.index), d)),
         });
@@ -1001,9 +1001,10 @@ impl Node {
     /// that depend on it, answers, reads, `advance`.
     fn finish_ready(&mut self, done: Option<IoDone>) -> Result<(), NodeError> {
         let Some(f) = self.in_flight.take() else { return Ok(()) };
-        let mut applied = Vec::new();
+        let (mut applied, mut committed) = (Vec::new(), Vec::new());
         if let Some(done) = done {
             applied = done.applied?;
+            committed = done.committed;
             if let Some(sm) = done.sm {
                 self.sm = sm;
             }
@@ -1018,7 +1019,7 @@ impl Node {
             }
             self.metrics.entries_persisted += f.entries;
             self.metrics.parallel_batches += u64::from(done.parallel);
-            self.metrics.entries_applied += f.committed.len() as u64;
+            self.metrics.entries_applied += committed.len() as u64;
         }
         if let Some((index, done)) = f.snapshot {
             info!("{}, installed snapshot at index {index}", self.id());
@@ -1031,8 +1032,8 @@ impl Node {
             self.transport.send(m);
         }
         // 4. Answers.
-        self.log_entries(&f.committed);
-        if f.committed.iter().any(|e| e.is_config()) {
+        self.log_entries(&committed);
+        if committed.iter().any(|e| e.is_config()) {
             self.sync_peers();
         }
         for a in applied {

@@ -58,6 +58,12 @@ impl WorkloadOptions {
         }
     }
 
+    /// How many keys the workload may use ([`WorkloadOptions::key_names`]'s
+    /// length, without making them).
+    pub fn key_count(&self) -> usize {
+        self.epochs() * self.keys
+    }
+
     /// Every key the workload may use.
     pub fn key_names(&self) -> Vec<Bytes> {
         (0..self.epochs()).flat_map(|e| (0..self.keys).map(move |i| self.key(e, i))).collect()
@@ -96,7 +102,7 @@ impl Recorder {
     }
 
     fn record(&self, op: Operation) {
-        let Ok(mut r) = self.out.lock() else { return };
+        let mut r = self.out.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if op.is_unknown() {
             if op.call == Call::Get {
                 r.failed_reads += 1;
@@ -128,6 +134,8 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Option<Vec<String>>>,
 {
+    // At least one key: the clients index their keys.
+    let opts = &WorkloadOptions { keys: opts.keys.max(1), ..opts.clone() };
     let recorder = Arc::new(Recorder { origin: Instant::now(), out: Mutex::new(Recorded::default()) });
     let keys = opts.key_names();
     let deadline = Instant::now() + opts.duration;
@@ -143,7 +151,13 @@ where
         })
         .collect();
     for t in tasks {
-        let _ = t.await;
+        // A client task that panicked would leave a partial history that
+        // still checks: let the panic through instead.
+        if let Err(e) = t.await {
+            if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
     }
     let endpoints = before_final_reads().await.unwrap_or(endpoints);
     let reader = Client::new(ClientOptions { endpoints, timeout: final_timeout });
@@ -159,18 +173,17 @@ where
                 recorder.now(),
             ),
             Err(_) => {
-                if let Ok(mut r) = recorder.out.lock() {
-                    r.final_reads_failed += 1;
-                }
+                recorder.out.lock().unwrap_or_else(std::sync::PoisonError::into_inner).final_reads_failed +=
+                    1;
                 Operation::unknown(0, key.clone(), Call::Get, invoke)
             }
         };
         recorder.record(op);
     }
-    match Arc::try_unwrap(recorder) {
-        Ok(r) => r.out.into_inner().unwrap_or_default(),
-        Err(shared) => shared.out.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default(),
-    }
+    // Every task that held the recorder has ended.
+    let recorded =
+        std::mem::take(&mut *recorder.out.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    recorded
 }
 
 /// Whether a failed write certainly did not take effect.

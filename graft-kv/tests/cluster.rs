@@ -152,7 +152,11 @@ async fn concurrent_writers_lose_nothing_across_kill_9_of_all_members_while_comp
     // the time.
     let mut cluster = Cluster::start_with(3, "[log]\nmax_entries = 400\nretain_entries = 100\n");
     cluster.wait_leader(Duration::from_secs(20)).await;
-    let client = cluster.client();
+    // The writers give up soon once the members are killed.
+    let client = graft_kv::Client::new(graft_kv::ClientOptions {
+        endpoints: cluster.endpoints(),
+        timeout: Duration::from_secs(2),
+    });
     const WRITERS: usize = 64;
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
@@ -170,10 +174,17 @@ async fn concurrent_writers_lose_nothing_across_kill_9_of_all_members_while_comp
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Write for at least 2 s, and until some batch has been applied on a
+    // second thread (up to 30 s on a slow machine).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut parallel = 0;
-    for addr in cluster.endpoints() {
-        parallel += client.metrics_of(&addr).await.map_or(0, |m| m.parallel_batches);
+    while parallel == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        parallel = 0;
+        for addr in cluster.endpoints() {
+            parallel += client.metrics_of(&addr).await.map_or(0, |m| m.parallel_batches);
+        }
     }
     assert!(parallel > 0, "no batch applied alongside its log transaction\n{}", cluster.logs());
     for id in [1, 2, 3] {

@@ -71,12 +71,6 @@ impl LogWrite {
         )
     }
 
-    /// Whether it records the hard state at most (no entries, removals or
-    /// base): a few bytes.
-    pub fn is_hard_state_only(&self) -> bool {
-        self.remove.is_none() && self.base.is_none() && self.entries.is_empty()
-    }
-
     /// Whether it appends at most `max` entries (and perhaps a hard state),
     /// with no removal (truncation or compaction) and no new base.
     pub fn is_small_append(&self, max: usize) -> bool {
@@ -224,7 +218,7 @@ impl RaftLogStore {
     /// must stop using this store (graft-kv exits).
     pub fn stage(
         &mut self,
-        entries: &[Entry],
+        entries: Vec<Entry>,
         hard_state: Option<HardState>,
     ) -> Result<LogWrite, StoreError> {
         let mut w = LogWrite::default();
@@ -249,7 +243,7 @@ impl RaftLogStore {
             for s in self.sizes.drain(keep..) {
                 self.total_bytes -= u64::from(s);
             }
-            for e in entries {
+            for e in &entries {
                 let size = e.size() + 8;
                 self.terms.push_back(e.term);
                 self.sizes.push_back(size as u32);
@@ -265,7 +259,7 @@ impl RaftLogStore {
             while self.cache.len() > CACHE_ENTRIES {
                 self.cache.pop_front();
             }
-            w.entries = entries.to_vec();
+            w.entries = entries;
         }
         if let Some(hs) = hard_state {
             w.hard_state = Some(hs);
@@ -281,7 +275,7 @@ impl RaftLogStore {
         entries: &[Entry],
         hard_state: Option<HardState>,
     ) -> Result<(), StoreError> {
-        self.stage(entries, hard_state)?.apply(wtx)
+        self.stage(entries.to_vec(), hard_state)?.apply(wtx)
     }
 
     /// Drops entries up to and including `index` from the view, recording
