@@ -36,6 +36,20 @@ enum Cmd {
     /// Loads a cluster (a local 3-member one unless --endpoints) and prints
     /// throughput, latency percentiles and fsyncs per write.
     Bench(BenchArgs),
+    /// Prints what a stopped member's data directory holds (identity, hard
+    /// state, log range, applied index, members, key and session counts,
+    /// membership entries), without changing it.
+    Inspect(InspectArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct InspectArgs {
+    /// The member's data directory.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Also print every log entry.
+    #[arg(long)]
+    entries: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -198,6 +212,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             graft_kv::bench::run(opts).await
         }
         Cmd::Serve(args) => member(args, false).await,
+        Cmd::Inspect(a) => {
+            let found = graft_kv::storage::inspect::inspect(&a.data_dir, a.entries)
+                .with_context(|| format!("cannot inspect {}", a.data_dir.display()))?;
+            print!("{found}");
+            Ok(())
+        }
         Cmd::DemoTimestamps(DemoArgs { id: Some(id), config, data_dir }) => {
             let args = MemberArgs {
                 id,

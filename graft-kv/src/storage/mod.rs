@@ -15,6 +15,7 @@
 //! flushes a few pages of appended entries, not the scattered B-tree pages
 //! the key-value writes dirtied.
 
+pub mod inspect;
 mod log;
 pub mod state_machine;
 

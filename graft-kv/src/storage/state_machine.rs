@@ -37,16 +37,16 @@ pub struct MemberRecord {
 
 /// The state machine's own metadata, written with every applied batch.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct SmMeta {
+pub(super) struct SmMeta {
     /// The last applied index. Invariant: moves in the same transaction as
     /// the data changes of the entries up to it.
-    applied: Index,
+    pub(super) applied: Index,
     /// The term of the entry at `applied`.
-    applied_term: Term,
+    pub(super) applied_term: Term,
     /// The latest leader time seen in the log, in ms since the epoch.
-    clock_ms: u64,
+    pub(super) clock_ms: u64,
     /// The members, with their addresses.
-    members: BTreeMap<NodeId, MemberRecord>,
+    pub(super) members: BTreeMap<NodeId, MemberRecord>,
 }
 
 /// What a session remembers for one client.
