@@ -34,6 +34,10 @@ pub struct Config {
     pub check_quorum: bool,
     /// The index the application's state machine has already applied (from
     /// its durable state). Committed entries after it are handed out again.
+    /// It must lie within the log, from its base (the latest snapshot or
+    /// compaction point) to its last entry: `RawNode::new` refuses anything
+    /// else with [`crate::ConfigError::AppliedOutsideLog`] rather than claim
+    /// an applied index the state machine does not hold.
     pub applied: Index,
     /// Seeds the election-timeout randomness. Use a different seed per member
     /// (and per restart) so that members do not time out in lockstep.

@@ -26,6 +26,22 @@ pub enum ConfigError {
     /// Appends could carry nothing.
     #[error("max_entries_per_msg must be at least 1")]
     ZeroEntriesPerMsg,
+    /// The application's state machine is not where its log can continue
+    /// it: behind the log's first entry (what it lacks is gone from the log),
+    /// or past the log's end. Starting anyway would claim an applied index
+    /// the state machine does not hold.
+    #[error(
+        "the state machine's applied index {applied} is outside the log, which can resume \
+         from {first_applicable} up to {last}"
+    )]
+    AppliedOutsideLog {
+        /// The applied index given in the configuration.
+        applied: Index,
+        /// The lowest applied index the log can resume from (its base).
+        first_applicable: Index,
+        /// The log's last index.
+        last: Index,
+    },
 }
 
 /// Why the core refused a request or failed.

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::error::{ConfChangeError, Error};
+use crate::error::{ConfChangeError, ConfigError, Error};
 use crate::message::{
     AppendResponse, ConfChange, ConfChangeKind, ConfState, ConfigEntry, Entry, EntryPayload, HardState,
     Index, Message, MessageBody, NodeId, SnapshotMeta, Term,
@@ -121,6 +121,17 @@ impl<S: Storage> Raft<S> {
     pub fn new(cfg: Config, storage: S) -> Result<Raft<S>, Error> {
         cfg.validate()?;
         let init = storage.initial_state()?;
+        // Invariant: a member never claims an applied index its state machine
+        // does not hold. The state machine must resume within the log: not
+        // behind its base (the entries it lacks are gone) and not past its end.
+        let (first, last) = (storage.first_index()?, storage.last_index()?);
+        if cfg.applied < first - 1 || cfg.applied > last {
+            return Err(Error::Config(ConfigError::AppliedOutsideLog {
+                applied: cfg.applied,
+                first_applicable: first - 1,
+                last,
+            }));
+        }
         let log = RaftLog::new(storage, cfg.applied)?;
         let mut r = Raft {
             id: cfg.id,

@@ -97,8 +97,8 @@ impl<S: Storage> RaftLog<S> {
         let last = storage.last_index()?;
         let commit = storage.initial_state()?.hard_state.commit.max(first - 1);
         // The application may have applied past the persisted commit index
-        // (commit is persisted lazily); it cannot have applied past the log.
-        let applied = applied.clamp(first - 1, last);
+        // (commit is persisted lazily). `Raft::new` checked that `applied`
+        // lies within the log (between its base and its end).
         let committed = commit.max(applied).min(last);
         Ok(RaftLog {
             storage,

@@ -444,6 +444,40 @@ fn restarted_member_keeps_term_and_vote_and_cannot_vote_twice() {
     assert_eq!(net.node(3).status().hard_state.vote, Some(1));
 }
 
+/// A restarting member's state machine resumes from the log: one behind the
+/// log's base (its missing entries were compacted away) or past the log's
+/// end cannot, and the core refuses to start rather than claim an applied
+/// index the state machine does not hold (issue 11's missing invariant).
+#[test]
+fn a_state_machine_outside_the_log_is_refused_at_start() {
+    use graft_core::{ConfState, Config, ConfigError, Entry, EntryPayload, MemStorage, RawNode};
+    let mut storage = MemStorage::new_with_conf(ConfState::with_voters([1]));
+    let entries: Vec<Entry> =
+        (1..=10).map(|index| Entry { term: 1, index, payload: EntryPayload::Noop }).collect();
+    storage.append(&entries).unwrap();
+    storage.compact(4, ConfState::with_voters([1])).unwrap();
+    let start = |applied: u64| {
+        let mut cfg = Config::new(1);
+        cfg.applied = applied;
+        RawNode::new(cfg, storage.clone())
+    };
+    for applied in [4, 7, 10] {
+        assert!(start(applied).is_ok(), "applied {applied} lies within the log 4..=10");
+    }
+    for applied in [0, 3, 11] {
+        match start(applied) {
+            Err(Error::Config(ConfigError::AppliedOutsideLog {
+                applied: a,
+                first_applicable: 4,
+                last: 10,
+            })) => {
+                assert_eq!(a, applied)
+            }
+            other => panic!("applied {applied}: expected a refusal, got {:?}", other.map(|_| ())),
+        }
+    }
+}
+
 // ----- §5.3 log replication, §5.4 safety -----
 
 /// Ticks the leader `id` through one heartbeat interval and delivers everything.

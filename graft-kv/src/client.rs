@@ -13,7 +13,7 @@
 //! ```
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -92,10 +92,8 @@ struct AttemptError(String);
 struct Inner {
     opts: ClientOptions,
     /// Identifies this client's session; random.
-    client_id: u64,
-    next_seq: AtomicU64,
-    /// Sequence numbers of writes not yet finished.
-    outstanding: Mutex<BTreeSet<u64>>,
+    /// The exactly-once session this client's writes run under.
+    session: Mutex<Session>,
     leader: Mutex<Option<String>>,
     /// The endpoints given, plus leaders learnt from hints.
     endpoints: Mutex<Vec<String>>,
@@ -113,15 +111,38 @@ struct Inner {
 /// failed, and why.
 type ConnectGate = tokio::sync::Mutex<Option<(Instant, String)>>;
 
-/// Removes a write's seq from the outstanding set when dropped.
+/// A client's exactly-once session: its id and the seqs of its writes.
+struct Session {
+    /// Identifies the session to the members; random.
+    client_id: u64,
+    /// The seq of the next write. A session starts at 1: the members create
+    /// their record of it from a write whose `ack_below` is 1, and refuse a
+    /// session they do not know with a higher one (it may have expired).
+    next_seq: u64,
+    /// Seqs of this session's writes not yet finished.
+    outstanding: BTreeSet<u64>,
+}
+
+impl Session {
+    fn new() -> Session {
+        Session { client_id: random_u64() | 1, next_seq: 1, outstanding: BTreeSet::new() }
+    }
+}
+
+/// Removes a write's seq from its session's outstanding set when dropped.
 struct Outstanding<'a> {
     inner: &'a Inner,
+    client_id: u64,
     seq: u64,
 }
 
 impl Drop for Outstanding<'_> {
     fn drop(&mut self) {
-        self.inner.outstanding.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.seq);
+        let mut s = self.inner.session.lock().unwrap_or_else(|p| p.into_inner());
+        // A write of a session that was since replaced has nothing to remove.
+        if s.client_id == self.client_id {
+            s.outstanding.remove(&self.seq);
+        }
     }
 }
 
@@ -151,9 +172,7 @@ impl Client {
         Client {
             inner: Arc::new(Inner {
                 opts,
-                client_id: random_u64() | 1,
-                next_seq: AtomicU64::new(1),
-                outstanding: Mutex::new(BTreeSet::new()),
+                session: Mutex::new(Session::new()),
                 leader: Mutex::new(None),
                 endpoints: Mutex::new(endpoints),
                 conns: Mutex::new(HashMap::new()),
@@ -170,7 +189,7 @@ impl Client {
 
     /// This client's session id.
     pub fn client_id(&self) -> u64 {
-        self.inner.client_id
+        self.inner.session.lock().unwrap_or_else(|p| p.into_inner()).client_id
     }
 
     /// Reads `key` linearizably.
@@ -302,18 +321,32 @@ impl Client {
     }
 
     /// Runs a write under the session: the same seq on every retry.
+    ///
+    /// A member that does not know the session answers `SessionExpired`:
+    /// the session expired, or its first writes never reached the log (the
+    /// members cannot tell which, so that write's outcome is unknown). The
+    /// client then starts a new session, so that its next writes go through
+    /// instead of being refused the same way for ever.
     async fn write(&self, make: impl Fn(Option<SessionSeq>) -> Request) -> Result<Response, ClientError> {
-        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
-        let ack_below = {
-            let mut out = self.inner.outstanding.lock().unwrap_or_else(|p| p.into_inner());
-            out.insert(seq);
-            out.first().copied().unwrap_or(seq)
+        let session = {
+            let mut s = self.inner.session.lock().unwrap_or_else(|p| p.into_inner());
+            let seq = s.next_seq;
+            s.next_seq += 1;
+            s.outstanding.insert(seq);
+            let ack_below = s.outstanding.first().copied().unwrap_or(seq);
+            SessionSeq { client: s.client_id, seq, ack_below }
         };
         // However the call ends (even dropped mid-way), the seq stops being
         // outstanding, so the members may forget its answer.
-        let _done = Outstanding { inner: &self.inner, seq };
-        let session = SessionSeq { client: self.inner.client_id, seq, ack_below };
-        self.call(make(Some(session))).await
+        let _done = Outstanding { inner: &self.inner, client_id: session.client, seq: session.seq };
+        let result = self.call(make(Some(session))).await;
+        if let Err(ClientError::Api(ApiError::SessionExpired)) = &result {
+            let mut s = self.inner.session.lock().unwrap_or_else(|p| p.into_inner());
+            if s.client_id == session.client {
+                *s = Session::new();
+            }
+        }
+        result
     }
 
     fn pick(&self, stale_read: bool) -> String {

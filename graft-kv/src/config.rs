@@ -78,7 +78,8 @@ impl Timing {
     }
 }
 
-/// When a member compacts its log.
+/// When a member compacts its log, and how long the log alone covers
+/// what was applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogLimits {
@@ -89,11 +90,17 @@ pub struct LogLimits {
     /// Keep this many of the newest applied entries, so that followers a
     /// little behind catch up from the log rather than by snapshot.
     pub retain_entries: u64,
+    /// How often the state machine database is fsynced, in milliseconds
+    /// (also whenever compaction needs it, and on a clean stop). Between two
+    /// fsyncs the log alone holds what was applied: after a crash the state
+    /// machine restarts from its last fsync and re-applies the rest from the
+    /// log.
+    pub state_fsync_ms: u64,
 }
 
 impl Default for LogLimits {
     fn default() -> LogLimits {
-        LogLimits { max_entries: 100_000, max_bytes: 256 << 20, retain_entries: 5_000 }
+        LogLimits { max_entries: 100_000, max_bytes: 256 << 20, retain_entries: 5_000, state_fsync_ms: 5_000 }
     }
 }
 
@@ -197,6 +204,9 @@ impl ClusterConfig {
                     }
                 }
             }
+        }
+        if self.log.state_fsync_ms == 0 {
+            return Err(ConfigError::Invalid("log: state_fsync_ms must be at least 1".into()));
         }
         let t = &self.timing;
         if t.tick_ms == 0 || t.heartbeat_ticks == 0 || t.election_ticks <= t.heartbeat_ticks {

@@ -6,6 +6,7 @@
 //! - [`node`]: the task that owns the Raft node, the log and the state
 //!   machine, and carries out each `Ready` in order.
 //! - [`transport`]: outbound Raft traffic, one task and queue per peer.
+//! - [`members`]: the address book, kept as membership entries are appended.
 //! - [`snapshot`]: streaming snapshots to followers behind the log.
 //! - [`storage`]: the redb database — identity, log, hard state, key-value
 //!   tables, client sessions.
@@ -26,6 +27,7 @@ pub mod command;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod members;
 pub mod node;
 pub mod protocol;
 pub mod server;

@@ -13,7 +13,7 @@
 //!    whose index is now applied;
 //! 5. `advance`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +26,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::command::{Command, MemberContext, WriteOp};
 use crate::error::StoreError;
+use crate::members::AddressBook;
 use crate::protocol::{
     ApiError, ClientResponse, Consistency, LeaderHint, MemberInfo, MemberStatus, Request, Response,
 };
@@ -354,8 +355,9 @@ pub struct Node {
     db: Arc<Database>,
     transport: Transport,
     opts: NodeOptions,
-    /// Addresses of members the configuration names, for leader hints.
-    addrs: BTreeMap<NodeId, String>,
+    /// Where members listen, as the log names them at append time (see
+    /// [`AddressBook`]): for the transport, leader hints and status.
+    addrs: AddressBook,
     /// Writes proposed here, by log index: answered when that index applies.
     pending_writes: HashMap<Index, (Term, Responder)>,
     /// Linearizable reads waiting for leadership confirmation, by ctx.
@@ -383,10 +385,6 @@ pub struct Node {
     compaction_waits: bool,
 }
 
-/// How often the state machine database is fsynced (it is also
-/// fsynced whenever compaction needs it).
-const SM_SYNC_EVERY: Duration = Duration::from_secs(5);
-
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -408,7 +406,7 @@ impl Node {
         db: Arc<Database>,
         transport: Transport,
         opts: NodeOptions,
-        addrs: BTreeMap<NodeId, String>,
+        addrs: AddressBook,
     ) -> Node {
         let sm_applied = sm.applied();
         Node {
@@ -456,6 +454,7 @@ impl Node {
         shutdown: CancellationToken,
     ) -> Result<(), NodeError> {
         self.log_state();
+        self.sync_peers();
         let mut ticker = tokio::time::interval(self.opts.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The disk work of the `Ready` in progress: the node keeps stepping
@@ -592,8 +591,7 @@ impl Node {
 
     fn leader_hint(&self) -> Option<LeaderHint> {
         let id = self.raw.leader()?;
-        let addr =
-            self.sm.members().get(&id).map(|m| m.addr.clone()).or_else(|| self.addrs.get(&id).cloned())?;
+        let addr = self.addr_of(id)?;
         Some(LeaderHint { id, addr })
     }
 
@@ -621,7 +619,7 @@ impl Node {
     }
 
     fn addr_of(&self, id: NodeId) -> Option<String> {
-        self.sm.members().get(&id).map(|m| m.addr.clone()).or_else(|| self.addrs.get(&id).cloned())
+        self.addrs.get(id).map(str::to_owned)
     }
 
     /// Starts streaming a snapshot of the state machine as it is now (at
@@ -758,18 +756,20 @@ impl Node {
         Ok(())
     }
 
-    /// Points the transport at the members the state machine knows.
+    /// Points the transport at the members of the configuration (as of the
+    /// log's end) and those the state machine still records (a removed
+    /// member hears until its removal applies), at their newest addresses.
     fn sync_peers(&mut self) {
-        let members: BTreeMap<NodeId, String> =
-            self.sm.members().iter().map(|(id, m)| (*id, m.addr.clone())).collect();
+        let mut members: BTreeSet<NodeId> = self.raw.conf().members().collect();
+        members.extend(self.sm.members().keys());
         for id in self.transport.peer_ids() {
-            if !members.contains_key(&id) {
+            if !members.contains(&id) {
                 self.transport.remove_peer(id);
             }
         }
-        for (id, addr) in members {
-            if !addr.is_empty() {
-                self.transport.set_peer(id, addr);
+        for id in members {
+            if let Some(addr) = self.addrs.get(id) {
+                self.transport.set_peer(id, addr.to_owned());
             }
         }
     }
@@ -872,13 +872,7 @@ impl Node {
             .members()
             .map(|id| MemberInfo {
                 id,
-                addr: self
-                    .sm
-                    .members()
-                    .get(&id)
-                    .map(|m| m.addr.clone())
-                    .or_else(|| self.addrs.get(&id).cloned())
-                    .unwrap_or_default(),
+                addr: self.addr_of(id).unwrap_or_default(),
                 voter: st.conf.voters.contains(&id),
             })
             .collect();
@@ -946,9 +940,16 @@ impl Node {
         }
         let hard_state = rd.hard_state.filter(|_| vote_changed);
         let appended = rd.entries.len() as u64;
+        // The configuration changes as its entries are appended: so do the
+        // addresses the transport uses.
+        let conf_appended = rd.entries.iter().any(Entry::is_config);
+        self.addrs.learn_entries(&rd.entries);
         writes.push(self.raw.storage_mut().stage(rd.entries, hard_state)?);
         if let Some(w) = self.stage_compaction()? {
             writes.push(w);
+        }
+        if conf_appended {
+            self.sync_peers();
         }
         let needs_io = durable
             || writes.iter().any(|w| !w.is_empty())
@@ -971,7 +972,8 @@ impl Node {
         }
         // Make the state machine durable now and then, and whenever the log
         // wants to compact past what is durably applied.
-        let sm_durable = self.sm_synced.elapsed() >= SM_SYNC_EVERY || self.compaction_waits;
+        let sm_durable = self.sm_synced.elapsed() >= Duration::from_millis(self.opts.log.state_fsync_ms)
+            || self.compaction_waits;
         if sm_durable {
             self.sm_synced = Instant::now();
             self.compaction_waits = false;
@@ -1024,6 +1026,7 @@ impl Node {
         if let Some((index, done)) = f.snapshot {
             info!("{}, installed snapshot at index {index}", self.id());
             let _ = done.send(());
+            self.addrs.learn_members(self.sm.members());
             self.sync_peers();
         }
         // 3. Messages that depend on what was just persisted (unless they

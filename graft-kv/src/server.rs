@@ -1,7 +1,6 @@
 //! One member: the listener (peers and clients share its port), the
 //! connection handlers, and the startup and shutdown sequence.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::ClusterConfig;
 use crate::error::{ConfigError, ProtocolError, StoreError};
+use crate::members::AddressBook;
 use crate::node::{Node, NodeError, NodeInput, NodeOptions, Responder};
 use crate::protocol::{self, ClientRequest, ConnKind, Hello, HelloReply, PeerFrame, MAGIC, PROTOCOL_VERSION};
 use crate::storage::{self, Bootstrap, Identity};
@@ -132,7 +132,9 @@ pub async fn run_member(mut opts: MemberOptions, shutdown: CancellationToken) ->
             opts.cluster.members = status
                 .members
                 .iter()
-                .filter(|m| m.id != opts.id)
+                // A member whose address the answering member does not know
+                // yet is learnt from the log.
+                .filter(|m| m.id != opts.id && !m.addr.is_empty())
                 .map(|m| crate::config::MemberConfig { id: m.id, addr: m.addr.clone(), listen: None })
                 .collect();
             let members = opts.cluster.members.iter().map(|m| (m.id, m.addr.clone())).collect();
@@ -168,19 +170,20 @@ pub async fn run_member(mut opts: MemberOptions, shutdown: CancellationToken) ->
     cfg.heartbeat_tick = timing.heartbeat_ticks;
     cfg.applied = store.sm.applied();
     cfg.seed = random_seed(opts.id);
+    // Addresses: the cluster file, then the state machine's (as of its
+    // applied index), then the membership entries of the log after it,
+    // in log order.
+    let mut addrs = AddressBook::default();
+    for m in &opts.cluster.members {
+        addrs.insert(m.id, &m.addr);
+    }
+    addrs.learn_members(store.sm.members());
+    learn_log_addresses(&mut addrs, &store.log, store.sm.applied())?;
     let raw = RawNode::new(cfg, store.log)?;
 
     let (node_tx, node_rx) = mpsc::channel(16 * 1024);
     let transport =
         Transport::new(opts.cluster.cluster_id.clone(), opts.id, node_tx.clone(), shutdown.clone());
-    let mut addrs: BTreeMap<NodeId, String> =
-        opts.cluster.members.iter().map(|m| (m.id, m.addr.clone())).collect();
-    for (id, rec) in store.sm.members() {
-        addrs.insert(*id, rec.addr.clone());
-    }
-    for (id, addr) in &addrs {
-        transport.set_peer(*id, addr.clone());
-    }
     let node_opts = NodeOptions {
         cluster: opts.cluster.cluster_id.clone(),
         tick: timing.tick(),
@@ -197,7 +200,8 @@ pub async fn run_member(mut opts: MemberOptions, shutdown: CancellationToken) ->
         db: store.sm_db.clone(),
         snapshot_busy: Arc::new(tokio::sync::Mutex::new(())),
     });
-    let known: Vec<String> = addrs.iter().filter(|(id, _)| **id != opts.id).map(|(_, a)| a.clone()).collect();
+    let known: Vec<String> =
+        addrs.iter().filter(|(id, _)| *id != opts.id).map(|(_, a)| a.to_owned()).collect();
     let node = Node::new(raw, store.sm, store.log_db, transport, node_opts, addrs);
 
     let accept = tokio::spawn(accept_loop(listener, ctx, shutdown.clone()));
@@ -232,6 +236,27 @@ pub async fn run_member(mut opts: MemberOptions, shutdown: CancellationToken) ->
         }
     }
     result.map_err(ServeError::from)
+}
+
+/// Learns the addresses in the membership entries of `log` after `applied`
+/// (read in batches of a few MiB).
+fn learn_log_addresses(
+    addrs: &mut AddressBook,
+    log: &storage::RaftLogStore,
+    applied: graft_core::Index,
+) -> Result<(), StoreError> {
+    use graft_core::Storage;
+    let corrupt =
+        |e: graft_core::StorageError| StoreError::Corrupt { what: "log".into(), message: e.to_string() };
+    let hi = log.last_index().map_err(corrupt)? + 1;
+    let mut lo = applied + 1;
+    while lo < hi {
+        let batch = log.entries(lo, hi, 4 << 20).map_err(corrupt)?;
+        let Some(last) = batch.last() else { break };
+        lo = last.index + 1;
+        addrs.learn_entries(&batch);
+    }
+    Ok(())
 }
 
 /// Asks the cluster to add this member (or to record its new address),

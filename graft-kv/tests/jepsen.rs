@@ -41,6 +41,12 @@ enum Nemesis {
     Lossy,
     /// Members removed, added, replaced while the workload runs.
     Membership,
+    /// Issue 11's fault: a voter is removed and killed, and a brand-new
+    /// member (new id, empty data directory) starts at its address with
+    /// `--join`; soon after its promotion a majority that includes it and
+    /// the leader is often killed with -9 and restarted. Mixed with kills,
+    /// pauses, partitions and lossy links.
+    Replace,
     /// All of the above.
     Mixed,
 }
@@ -101,9 +107,16 @@ impl Harness {
 
     async fn step(&mut self, nemesis: Nemesis, rng: &mut Rng) {
         let kind = match nemesis {
-            Nemesis::Mixed => {
-                [Nemesis::Kill, Nemesis::Pause, Nemesis::Partition, Nemesis::Lossy, Nemesis::Membership]
-                    [rng.range(0, 5) as usize]
+            Nemesis::Mixed => [
+                Nemesis::Kill,
+                Nemesis::Pause,
+                Nemesis::Partition,
+                Nemesis::Lossy,
+                Nemesis::Membership,
+                Nemesis::Replace,
+            ][rng.range(0, 6) as usize],
+            Nemesis::Replace if rng.chance(0.5) => {
+                [Nemesis::Kill, Nemesis::Pause, Nemesis::Partition, Nemesis::Lossy][rng.range(0, 4) as usize]
             }
             k => k,
         };
@@ -174,6 +187,7 @@ impl Harness {
                 self.proxies.heal();
             }
             Nemesis::Membership => self.change_membership(rng).await,
+            Nemesis::Replace => self.replace_member(rng).await,
             Nemesis::Mixed => unreachable!("resolved above"),
         }
         tokio::time::sleep(Duration::from_millis(rng.range(200, 1500))).await;
@@ -213,6 +227,72 @@ impl Harness {
             while Instant::now() < deadline && !self.voters().await.contains(&id) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+        }
+    }
+}
+
+impl Harness {
+    /// Issue 11's sequence: remove a voter, kill it, start a brand-new member
+    /// at its address; then, more often than not, kill -9 a majority of the
+    /// voters including the newcomer and the leader soon after its promotion
+    /// (after 0 to 3 s), and restart them (the newcomer with its `--join`
+    /// command and its data directory).
+    async fn replace_member(&mut self, rng: &mut Rng) {
+        let client = self.cluster.client();
+        let voters = self.voters().await;
+        let leader = self.leader().await;
+        if voters.len() < 3 {
+            return;
+        }
+        // A follower, as in the incident; now and then the leader itself.
+        let followers: Vec<u64> = voters.iter().copied().filter(|&v| Some(v) != leader).collect();
+        let victim = match leader {
+            Some(l) if rng.chance(0.2) || followers.is_empty() => l,
+            _ => followers[rng.range(0, followers.len() as u64) as usize],
+        };
+        if let Err(e) = client.remove_member(victim).await {
+            self.log.push(format!("remove {victim} refused: {e}"));
+            return;
+        }
+        self.note("membership", format!("removed member {victim}"));
+        self.cluster.kill(victim);
+        let old = self.cluster.member(victim);
+        let (addr, listen) = (old.addr.clone(), old.listen.clone());
+        let id = self.next_id;
+        self.next_id += 1;
+        self.proxies.hand_over(victim, id);
+        let through = voters.iter().copied().find(|&v| v != victim).unwrap_or(victim);
+        self.cluster.join_member_at(id, through, true, addr.clone(), listen);
+        self.note("replace", format!("replaced member {victim} by {id} at {addr}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && !self.voters().await.contains(&id) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !rng.chance(0.7) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.range(0, 3000))).await;
+        let voters = self.voters().await;
+        let leader = self.leader().await;
+        let running = self.cluster.running();
+        let mut victims: Vec<u64> = [Some(id), leader].into_iter().flatten().collect();
+        victims.dedup();
+        let mut rest: Vec<u64> =
+            voters.iter().copied().filter(|v| !victims.contains(v) && running.contains(v)).collect();
+        while victims.len() < voters.len() / 2 + 1 && !rest.is_empty() {
+            victims.push(rest.remove(rng.range(0, rest.len() as u64) as usize));
+        }
+        victims.retain(|v| running.contains(v));
+        for v in &victims {
+            self.cluster.kill(*v);
+        }
+        self.note(
+            "kill",
+            format!("kill -9 majority {victims:?} of voters {voters:?} (newcomer {id}, leader {leader:?})"),
+        );
+        tokio::time::sleep(Duration::from_millis(rng.range(200, 2000))).await;
+        for v in victims {
+            self.cluster.start_member(v);
         }
     }
 }
@@ -370,6 +450,44 @@ async fn jepsen(nemesis: Nemesis, seed: u64, secs: u64, members: u64) {
     assert!(faults > 0, "the nemesis injected nothing");
     assert_eq!(recorded.final_reads_failed, 0, "every key is read once the faults heal");
     assert!(recorded.ok > 100, "too few operations completed: {}", recorded.ok);
+    // The final reads are in the checked history, so the final state is one
+    // the acknowledged operations allow. Every member must hold that same
+    // state once it has applied what the leader committed.
+    every_member_holds_the_final_state(&h.cluster, &opts.key_names()).await;
+}
+
+/// Reads every key linearizably, then from each running member's own state
+/// once it has applied the leader's commit index: they must all agree.
+async fn every_member_holds_the_final_state(cluster: &Cluster, keys: &[bytes::Bytes]) {
+    use graft_kv::protocol::Consistency;
+    let client = cluster.client();
+    let mut want = Vec::new();
+    for k in keys {
+        want.push(client.get(k.clone()).await.expect("final linearizable read").map(|v| v.value));
+    }
+    let commit = cluster
+        .statuses()
+        .await
+        .iter()
+        .filter(|s| s.role == "Leader")
+        .max_by_key(|s| s.term)
+        .map(|s| s.commit)
+        .expect("a leader after healing");
+    cluster.wait_applied(commit, Duration::from_secs(60)).await;
+    for id in cluster.running() {
+        let member = cluster.client_at(id);
+        for (k, want) in keys.iter().zip(&want) {
+            let got =
+                member.get_with(k.clone(), Consistency::Stale).await.expect("stale read").map(|v| v.value);
+            assert_eq!(
+                &got,
+                want,
+                "member {id} holds {k:?} = {got:?}, the cluster {want:?}\n{}",
+                cluster.logs()
+            );
+        }
+    }
+    println!("final state: {} keys, identical on members {:?}", keys.len(), cluster.running());
 }
 
 fn seed() -> u64 {
@@ -402,6 +520,11 @@ async fn message_loss_and_delay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_changes_under_load() {
     jepsen(Nemesis::Membership, seed(), 25, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacements_at_the_same_address_and_majority_kills() {
+    jepsen(Nemesis::Replace, seed(), 25, 5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -81,7 +81,10 @@ impl Writers {
 async fn check_acked(cluster: &Cluster, acked: &BTreeMap<String, u64>, what: &str) {
     let client = cluster.client();
     for (key, want) in acked {
-        let got = client.get(key.clone()).await.unwrap_or_else(|e| panic!("{what}: get {key}: {e}\n{}", cluster.logs()));
+        let got = client
+            .get(key.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{what}: get {key}: {e}\n{}", cluster.logs()));
         let got = got.map(|v| String::from_utf8_lossy(&v.value).into_owned());
         assert_eq!(
             got.as_deref(),
@@ -146,7 +149,8 @@ async fn acknowledged_writes_survive_a_replacement_then_a_majority_kill() {
 async fn a_client_whose_session_is_unknown_writes_again() {
     let mut cluster = Cluster::start(3);
     cluster.wait_leader(Duration::from_secs(20)).await;
-    let client = Client::new(ClientOptions { endpoints: cluster.endpoints(), timeout: Duration::from_millis(800) });
+    let client =
+        Client::new(ClientOptions { endpoints: cluster.endpoints(), timeout: Duration::from_millis(800) });
     // Every member down: the first write never reaches a log.
     for id in 1..=3 {
         cluster.kill(id);
@@ -170,4 +174,55 @@ async fn a_client_whose_session_is_unknown_writes_again() {
         }
     }
     panic!("the client never wrote again: {last:?}\n{}", cluster.logs());
+}
+
+/// Regression (issue 11): a member that restarts with its state machine
+/// behind its log (the state machine is fsynced every few seconds, the log
+/// at once) knows every member its log names, at its address. Before, it
+/// took addresses from the state machine only: it could not reach a member
+/// added after its last state-machine fsync, told others an empty address
+/// for it, and a restarting joiner that asked it added itself once more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_state_machine_lags_knows_the_members_its_log_names() {
+    // The state machine is never fsynced while running: after kill -9 it
+    // holds nothing applied, whatever the machine's speed.
+    let mut cluster = Cluster::start_with(3, "[log]\nstate_fsync_ms = 3600000\n");
+    let leader = cluster.wait_leader(Duration::from_secs(20)).await;
+    cluster.join_member(4, leader, true);
+    wait_voter(&cluster, 4).await;
+    let addr4 = cluster.member(4).addr.clone();
+    for id in 1..=4 {
+        cluster.kill(id);
+    }
+    // Member 1 alone: no quorum, so nothing is committed or applied again.
+    cluster.start_member(1);
+    let addr1 = cluster.member(1).addr.clone();
+    let one = Client::new(ClientOptions { endpoints: vec![addr1.clone()], timeout: Duration::from_secs(2) });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Ok(s) = one.status_of(&addr1).await {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "member 1 did not answer\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.applied, 0, "the state machine lags the log (the test's premise)");
+    let four = status.members.iter().find(|m| m.id == 4).expect("member 4 is in member 1's configuration");
+    assert_eq!(four.addr, addr4, "member 1 knows member 4's address from its log\n{}", cluster.logs());
+    // Member 4 restarts with its --join command: asked, member 1 answers
+    // that it is in already, so nothing is proposed.
+    cluster.start_member(4);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(&cluster.member(4).log_file).unwrap_or_default();
+        if log.contains("member 4 is already in the cluster") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "member 4 did not find itself in the cluster\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // With a quorum back, every member applies again and serves.
+    cluster.start_member(2);
+    cluster.wait_leader(Duration::from_secs(20)).await;
+    cluster.client().put("after", "restart").await.expect("a write with 1, 2 and 4");
 }

@@ -66,7 +66,9 @@ fn read(dir: &Path, with_entries: bool) -> Result<Inspection, StoreError> {
     let rtx = log_db.begin_read()?;
     let meta = rtx.open_table(META)?;
     let get = |name: &str| -> Result<Vec<u8>, StoreError> {
-        let v = meta.get(name)?.ok_or_else(|| StoreError::Corrupt { what: name.into(), message: "missing".into() })?;
+        let v = meta
+            .get(name)?
+            .ok_or_else(|| StoreError::Corrupt { what: name.into(), message: "missing".into() })?;
         Ok(v.value().to_vec())
     };
     let identity = meta.get("identity")?.map(|v| decode::<Identity>("identity", v.value())).transpose()?;
@@ -148,12 +150,26 @@ impl fmt::Display for Inspection {
         }
         let hs = &self.hard_state;
         writeln!(f, "hard state:  term {} vote {:?} commit {}", hs.term, hs.vote, hs.commit)?;
-        writeln!(f, "log:         base {} (term {}, {}), entries {}..={}", self.base.index, self.base.term, conf(&self.base.conf), self.base.index + 1, self.last_index)?;
+        writeln!(
+            f,
+            "log:         base {} (term {}, {}), entries {}..={}",
+            self.base.index,
+            self.base.term,
+            conf(&self.base.conf),
+            self.base.index + 1,
+            self.last_index
+        )?;
         writeln!(f, "applied:     {} (term {})", self.applied.0, self.applied.1)?;
         writeln!(f, "data:        {} keys, {} sessions", self.keys, self.sessions)?;
         writeln!(f, "members:")?;
         for (id, m) in &self.members {
-            writeln!(f, "  {id}: {:?} {}{}", m.addr, if m.voter { "voter" } else { "learner" }, if m.promote { " (to promote)" } else { "" })?;
+            writeln!(
+                f,
+                "  {id}: {:?} {}{}",
+                m.addr,
+                if m.voter { "voter" } else { "learner" },
+                if m.promote { " (to promote)" } else { "" }
+            )?;
         }
         writeln!(f, "membership entries in the log:")?;
         for e in &self.config_entries {

@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,13 +41,20 @@ pub struct Faults {
 pub struct Proxies {
     faults: watch::Sender<Faults>,
     stats: Arc<Mutex<HashMap<&'static str, u64>>>,
+    /// Which member each route leads to now, by the id it was added with
+    /// (a replacement at the same address takes its predecessor's route).
+    routes: Mutex<HashMap<u64, Arc<AtomicU64>>>,
 }
 
 impl Proxies {
     /// Starts one proxy per member: `(member id, proxy listener, real address)`.
     pub fn start(routes: Vec<(u64, std::net::TcpListener, String)>) -> Proxies {
         let (faults, _) = watch::channel(Faults::default());
-        let p = Proxies { faults, stats: Arc::new(Mutex::new(HashMap::new())) };
+        let p = Proxies {
+            faults,
+            stats: Arc::new(Mutex::new(HashMap::new())),
+            routes: Mutex::new(HashMap::new()),
+        };
         for (to, listener, real) in routes {
             p.add_route(to, listener, real);
         }
@@ -60,15 +68,28 @@ impl Proxies {
         let listener = TcpListener::from_std(listener).expect("tokio listener");
         let rx = self.faults.subscribe();
         let stats = self.stats.clone();
+        let owner = Arc::new(AtomicU64::new(to));
+        self.routes.lock().expect("routes").insert(to, owner.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
                 let (rx, real, stats) = (rx.clone(), real.clone(), stats.clone());
+                let to = owner.load(Ordering::Relaxed);
                 tokio::spawn(async move {
                     let _ = proxy_conn(stream, to, real, rx, stats).await;
                 });
             }
         });
+    }
+
+    /// Hands the route that leads to member `old` (and every route it took
+    /// over before) to member `new`, which now listens there.
+    pub fn hand_over(&self, old: u64, new: u64) {
+        for owner in self.routes.lock().expect("routes").values() {
+            if owner.load(Ordering::Relaxed) == old {
+                owner.store(new, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Replaces the faults in force.
