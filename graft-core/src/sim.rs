@@ -19,6 +19,13 @@
 //!   before the read began;
 //! - durable terms and commit indexes never go backwards.
 //!
+//! The state machine is durable only now and then (per seed: with every
+//! `Ready`, or one in 3, 20, or only for compaction and snapshots), as
+//! graft-kv's is: a crash rolls it back and the restarted member re-applies
+//! from the log, and the checks above then also cover re-application. Some
+//! seeds crash a majority at once, taking the leader and the member promoted
+//! last (issue 11's sequence).
+//!
 //! Then the faults heal, and it checks liveness: a leader is elected and
 //! every acknowledged write is applied on every member within a bounded time.
 
@@ -77,6 +84,15 @@ pub struct SimOptions {
     /// A member compacts its log once it holds more entries than this
     /// (0: never), so lagging members catch up by snapshot.
     pub compact_threshold: u64,
+    /// Per `Ready` that applies entries: probability that the state machine
+    /// is made durable with it. Below 1 the state machine lags the durable
+    /// log as graft-kv's does (fsynced every few seconds, before compaction,
+    /// with a snapshot install): a crash rolls it back to its last durable
+    /// point and the restart re-applies the rest from the log.
+    pub sm_sync_rate: f64,
+    /// Of the crashes, the share that take down a majority of the voters at
+    /// once: the leader, the member promoted last, and others (issue 11).
+    pub majority_crash_rate: f64,
 }
 
 impl SimOptions {
@@ -103,6 +119,8 @@ impl SimOptions {
             max_nodes: nodes + 2,
             membership_rate: pick(&mut rng, &[0.0, 0.0, 0.0005, 0.002]),
             compact_threshold: pick(&mut rng, &[0.0, 0.0, 4.0, 20.0, 200.0]) as u64,
+            sm_sync_rate: pick(&mut rng, &[1.0, 0.3, 0.05, 0.0]),
+            majority_crash_rate: pick(&mut rng, &[0.0, 0.1, 0.3]),
         }
     }
 }
@@ -172,7 +190,12 @@ struct SimNode {
     raw: Option<RawNode<MemStorage>>,
     /// The durable log while crashed (while up, it is the node's storage).
     disk: Option<MemStorage>,
+    /// The state machine as applied (volatile past `sm_durable`).
     sm: StateMachine,
+    /// The state machine as a crash leaves it. Invariant:
+    /// `sm_durable.applied <= sm.applied`, and the log is never compacted
+    /// past `sm_durable.applied`.
+    sm_durable: StateMachine,
     /// Per member: how many time units its ticks are apart.
     tick_every: u64,
     next_tick: u64,
@@ -233,6 +256,8 @@ pub struct Sim {
     trace: u64,
     recent: std::collections::VecDeque<String>,
     report: SimReport,
+    /// The member most recently made a voter (a majority crash takes it).
+    last_promoted: Option<NodeId>,
 }
 
 fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
@@ -271,6 +296,7 @@ impl Sim {
                     disk: initial
                         .then(|| MemStorage::new_with_conf(ConfState::with_voters(voters.iter().copied()))),
                     sm: StateMachine { applied: 0, chain: FNV_OFFSET },
+                    sm_durable: StateMachine { applied: 0, chain: FNV_OFFSET },
                     tick_every,
                     next_tick: rng.range(0, tick_every),
                     restart_at: initial.then_some(0),
@@ -308,6 +334,7 @@ impl Sim {
             trace: FNV_OFFSET,
             recent: std::collections::VecDeque::new(),
             report: SimReport::default(),
+            last_promoted: None,
         }
     }
 
@@ -527,6 +554,9 @@ impl Sim {
         self.event(format!("conf change {kind:?} {node} at {}: {result:?}", l + 1));
         if accepted {
             self.report.conf_changes += 1;
+            if kind == ConfChangeKind::AddVoter {
+                self.last_promoted = Some(node);
+            }
             // A member joining for the first time starts empty.
             let n = &mut self.nodes[(node - 1) as usize];
             if kind == ConfChangeKind::AddLearner && !n.started {
@@ -546,7 +576,9 @@ impl Sim {
         if self.rng.chance(self.opts.partition_rate) {
             self.partition();
         }
-        if self.rng.chance(self.opts.crash_rate) {
+        if self.rng.chance(self.opts.crash_rate) && self.rng.chance(self.opts.majority_crash_rate) {
+            self.crash_majority();
+        } else if self.rng.chance(self.opts.crash_rate) {
             // Crash the leader half of the time.
             let victim = match self.leader() {
                 Some(l) if self.rng.chance(0.5) => l,
@@ -631,11 +663,39 @@ impl Sim {
         self.event(format!("partition: {desc}"));
     }
 
+    /// Crashes a majority of the leader's voters at once: the leader, the
+    /// member promoted last (issue 11: a newcomer killed soon after its
+    /// promotion, with the old leader), then others at random.
+    fn crash_majority(&mut self) {
+        let Some(l) = self.leader() else { return };
+        let Some(voters) = self.nodes[l].raw.as_ref().map(|r| r.conf().voters.clone()) else { return };
+        let mut victims: Vec<NodeId> = vec![l as u64 + 1];
+        if let Some(p) = self.last_promoted.filter(|p| voters.contains(p) && !victims.contains(p)) {
+            victims.push(p);
+        }
+        let mut rest: Vec<NodeId> = voters.iter().copied().filter(|v| !victims.contains(v)).collect();
+        while victims.len() < voters.len() / 2 + 1 && !rest.is_empty() {
+            victims.push(rest.remove(self.rng.range(0, rest.len() as u64) as usize));
+        }
+        self.event(format!("majority crash {victims:?} of voters {voters:?}"));
+        for v in victims {
+            let i = (v - 1) as usize;
+            if self.nodes[i].raw.is_some() {
+                self.crash(i);
+                let down = self.rng.range(TICK, 40 * TICK);
+                self.nodes[i].restart_at = Some(self.now + down);
+            }
+        }
+    }
+
     fn crash(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         if let Some(raw) = node.raw.take() {
             node.disk = Some(raw.storage().clone());
         }
+        // What was applied since the state machine was last made durable is
+        // lost; the log still holds it.
+        node.sm = node.sm_durable.clone();
         let id = node.id;
         // Outstanding requests on the member are lost with it.
         self.proposals.retain(|(n, _), _| *n != id);
@@ -847,6 +907,8 @@ impl Sim {
         }
         let Some(raw) = node.raw.as_mut() else { return Ok(()) };
         raw.storage_mut().apply_snapshot(meta.clone());
+        // graft-kv installs a snapshot durably.
+        node.sm_durable = data.clone();
         node.sm = data;
         let base = self.log_prefix.get(&(meta.index, meta.term)).copied().unwrap_or(FNV_OFFSET);
         node.prefix = vec![0; meta.index as usize];
@@ -872,6 +934,12 @@ impl Sim {
         let upto = node.sm.applied.saturating_sub(keep);
         if st.last_index + 1 - st.first_index <= threshold || upto < st.first_index {
             return Ok(());
+        }
+        // Never past what the state machine holds durably, or a crash would
+        // leave it behind the log's base: as graft-kv does, it is made
+        // durable first.
+        if node.sm_durable.applied < upto {
+            node.sm_durable = node.sm.clone();
         }
         let conf = raw.conf_at(upto);
         raw.storage_mut().compact(upto, conf).map_err(|e| format!("compact on {}: {e}", node.id))?;
@@ -978,6 +1046,7 @@ impl Sim {
             } else {
                 self.applied.push((e.term, h, chain));
             }
+
             if let Some(p) = self.proposals.remove(&(id, e.index)) {
                 if p.term == e.term {
                     self.max_acked = self.max_acked.max(e.index);
@@ -986,6 +1055,9 @@ impl Sim {
                     self.event(format!("ack index {} on {id} after {waited}", e.index));
                 }
             }
+        }
+        if !entries.is_empty() && self.rng.chance(self.opts.sm_sync_rate) {
+            self.nodes[i].sm_durable = self.nodes[i].sm.clone();
         }
         Ok(())
     }

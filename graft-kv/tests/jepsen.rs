@@ -13,6 +13,9 @@
 //! GRAFT_SOAK_SECS=1800 GRAFT_SOAK_SEED=7 cargo test --release -p graft-kv --test jepsen soak -- --ignored --nocapture
 //! ```
 //!
+//! `GRAFT_SOAK_NEMESIS=replace` (or `kill`, `pause`, `partition`, `lossy`,
+//! `membership`; default `mixed`) soaks one scenario's faults instead.
+//!
 //! A seed fixes the nemesis's schedule and the clients' choices; the
 //! interleaving of real processes still varies from run to run.
 
@@ -532,5 +535,17 @@ async fn replacements_at_the_same_address_and_majority_kills() {
 async fn soak() {
     let secs = std::env::var("GRAFT_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(1800);
     let seed = std::env::var("GRAFT_SOAK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(seed);
-    jepsen(Nemesis::Mixed, seed, secs, 5).await;
+    let nemesis = match std::env::var("GRAFT_SOAK_NEMESIS").as_deref() {
+        Ok("kill") => Nemesis::Kill,
+        Ok("pause") => Nemesis::Pause,
+        Ok("partition") => Nemesis::Partition,
+        Ok("lossy") => Nemesis::Lossy,
+        Ok("membership") => Nemesis::Membership,
+        Ok("replace") => Nemesis::Replace,
+        Ok("mixed") | Err(_) => Nemesis::Mixed,
+        Ok(other) => panic!(
+            "GRAFT_SOAK_NEMESIS={other}: expected kill, pause, partition, lossy, membership, replace or mixed"
+        ),
+    };
+    jepsen(nemesis, seed, secs, 5).await;
 }
