@@ -112,8 +112,10 @@
 
 mod check;
 mod history;
+mod limits;
 mod minimize;
 mod search;
 
-pub use check::{check, check_with, GiveUpReason, Limits, Usage, Verdict, Violation};
+pub use check::{check, check_with, Usage, Verdict, Violation};
 pub use history::{Call, History, HistoryError, Key, Operation, Outcome, Value};
+pub use limits::{GiveUpReason, Limits};

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
-use crate::check::GiveUpReason;
 use crate::history::{Call, Operation, Outcome};
+use crate::limits::GiveUpReason;
 
 /// "No node" in the linked lists.
 const NIL: u32 = u32::MAX;

@@ -5,8 +5,8 @@ use std::io::BufRead;
 
 use anyhow::Context;
 
+use crate::code::Code;
 use crate::command::{parse_line, UsageError};
-use crate::exec::Code;
 use crate::runner::{Runner, Step};
 
 /// Runs every line of `input`; returns the highest exit code of them all.

@@ -11,6 +11,7 @@
 
 mod batch;
 mod cli;
+mod code;
 mod command;
 mod exec;
 mod output;
@@ -23,8 +24,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use crate::code::Code;
 use crate::command::{Command, Parsed, UsageError};
-use crate::exec::Code;
 use crate::runner::{Runner, Step};
 
 fn main() -> ExitCode {

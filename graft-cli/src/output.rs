@@ -22,7 +22,8 @@ use graft_kv::protocol::Versioned;
 use serde_json::{json, Map, Value};
 
 use crate::cli::OutputFormat;
-use crate::exec::{Code, MemberList, Outcome, StatusReport};
+use crate::code::Code;
+use crate::exec::{MemberList, Outcome, StatusReport};
 use crate::verify::{seconds, Finding, VerifyReport};
 
 /// The text for a successful command's standard output.

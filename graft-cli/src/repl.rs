@@ -13,8 +13,8 @@ use rustyline::history::FileHistory;
 use rustyline::validate::Validator;
 use rustyline::{CompletionType, Config, Editor, Helper};
 
+use crate::code::Code;
 use crate::command::{parse_line, vocabulary};
-use crate::exec::Code;
 use crate::runner::{Runner, Step};
 
 /// Where the history lives: `graft/history` in the user's data directory

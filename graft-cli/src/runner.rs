@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::cli::OutputFormat;
+use crate::code::{outcome_unknown, Code};
 use crate::command::{Command, Parsed, UsageError};
-use crate::exec::{outcome_unknown, Code, Executor};
+use crate::exec::Executor;
 use crate::output;
 
 /// What to do after a line.

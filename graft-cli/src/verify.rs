@@ -34,7 +34,7 @@ use graft_kv::{Client, ClientError, ClientOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::oneshot;
 
-use crate::exec::Code;
+use crate::code::Code;
 
 /// Runs longer than this move to fresh keys every [`ROTATE_EVERY`].
 pub const ROTATE_AFTER: Duration = Duration::from_secs(120);

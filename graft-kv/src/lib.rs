@@ -5,6 +5,8 @@
 //! - [`server`]: one member — listener, connection handlers, startup checks.
 //! - [`node`]: the task that owns the Raft node, the log and the state
 //!   machine, and carries out each `Ready` in order.
+//! - [`mailbox`]: what the node task is told ([`mailbox::NodeInput`]) and
+//!   where its answers go ([`mailbox::Responder`]).
 //! - [`transport`]: outbound Raft traffic, one task and queue per peer.
 //! - [`members`]: the address book, kept as membership entries are appended.
 //! - [`snapshot`]: streaming snapshots to followers behind the log.
@@ -27,6 +29,7 @@ pub mod command;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod mailbox;
 pub mod members;
 pub mod node;
 pub mod protocol;

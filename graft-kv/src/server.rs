@@ -14,8 +14,9 @@ use tracing::{debug, info, warn};
 
 use crate::config::ClusterConfig;
 use crate::error::{ConfigError, ProtocolError, StoreError};
+use crate::mailbox::{NodeInput, Responder};
 use crate::members::AddressBook;
-use crate::node::{Node, NodeError, NodeInput, NodeOptions, Responder};
+use crate::node::{Node, NodeError, NodeOptions};
 use crate::protocol::{self, ClientRequest, ConnKind, Hello, HelloReply, PeerFrame, MAGIC, PROTOCOL_VERSION};
 use crate::storage::{self, Bootstrap, Identity};
 use crate::transport::Transport;

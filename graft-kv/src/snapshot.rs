@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::error::{ProtocolError, StoreError};
-use crate::node::NodeInput;
+use crate::mailbox::NodeInput;
 use crate::protocol::{self, ConnKind, Hello, HelloReply, SnapshotAck, SnapshotFrame, SnapshotTable};
 use crate::storage::state_machine::{export_rows, stage_begin, stage_rows};
 use crate::storage::StagedSnapshot;

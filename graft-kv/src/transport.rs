@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::error::ProtocolError;
-use crate::node::NodeInput;
+use crate::mailbox::NodeInput;
 use crate::protocol::{self, ConnKind, Hello, HelloReply, PeerFrame};
 
 /// Messages queued per peer before new ones are dropped.
