@@ -113,6 +113,7 @@
 mod check;
 mod history;
 mod limits;
+mod memo;
 mod minimize;
 mod search;
 
