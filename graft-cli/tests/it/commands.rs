@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::util::{free_ports, run_cli, Cluster};
+use crate::util::{free_ports, run_cli, start_cluster, CliCluster};
 
 #[test]
 fn every_command_in_plain_output_with_its_exit_code() {
-    let cluster = Cluster::start(3);
-    let leader = cluster.wait_leader(Duration::from_secs(20));
+    let cluster = start_cluster(3);
+    let leader = cluster.wait_leader_blocking(Duration::from_secs(20));
 
     // put prints the new version; get prints the value alone.
     let put = cluster.cli(&["put", "greeting", "hello world"]);
@@ -88,7 +88,7 @@ fn every_command_in_plain_output_with_its_exit_code() {
     let to = if leader == 1 { 2 } else { 1 };
     let t = cluster.cli(&["leader", "transfer", &to.to_string()]);
     assert_eq!((t.code, t.stdout.clone()), (0, format!("leader is now member {to}\n")), "{t:?}");
-    assert_eq!(cluster.wait_leader(Duration::from_secs(10)), to);
+    assert_eq!(cluster.wait_leader_blocking(Duration::from_secs(10)), to);
     // Writes still work, through the new leader.
     assert_eq!(cluster.cli(&["put", "after-transfer", "ok"]).code, 0);
     let t = cluster.cli(&["leader", "transfer", "9"]);
@@ -98,8 +98,8 @@ fn every_command_in_plain_output_with_its_exit_code() {
 
 #[test]
 fn stale_reads_come_from_the_member_addressed_and_work_without_a_majority() {
-    let mut cluster = Cluster::start(3);
-    let leader = cluster.wait_leader(Duration::from_secs(20));
+    let mut cluster = start_cluster(3);
+    let leader = cluster.wait_leader_blocking(Duration::from_secs(20));
     assert_eq!(cluster.cli(&["put", "k", "v1"]).code, 0);
     let follower = if leader == 1 { 2 } else { 1 };
     let other = (1..=3).find(|i| *i != leader && *i != follower).expect("a third member");
@@ -138,8 +138,8 @@ fn stale_reads_come_from_the_member_addressed_and_work_without_a_majority() {
 
 #[test]
 fn json_output_is_one_object_per_command() {
-    let cluster = Cluster::start(3);
-    let leader = cluster.wait_leader(Duration::from_secs(20));
+    let cluster = start_cluster(3);
+    let leader = cluster.wait_leader_blocking(Duration::from_secs(20));
     let json = |args: &[&str]| {
         let mut all = vec!["--output", "json"];
         all.extend_from_slice(args);

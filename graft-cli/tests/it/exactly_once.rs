@@ -26,7 +26,7 @@ use graft_kv::protocol::{Expect, Request, Response};
 use graft_kv::{Client, ClientOptions};
 use serde_json::{json, Value};
 
-use crate::util::{cli_bin, Cluster};
+use crate::util::{cli_bin, start_cluster, start_cluster_with, CliCluster, Cluster};
 
 const FAULT: &str = "GRAFT_FAULT_CRASH_BEFORE_REPLY";
 const SIGABRT: i32 = 6;
@@ -46,9 +46,9 @@ fn fault_aborts(cluster: &Cluster) -> usize {
 #[test]
 fn increments_whose_replies_were_lost_are_applied_exactly_once() {
     // Member n aborts before answering its (n+2)-th write as leader: 3, 4, 5.
-    let cluster = Cluster::start_with(3, |id| vec![(FAULT.to_owned(), (id + 2).to_string())]);
-    cluster.wait_leader(Duration::from_secs(20));
-    let endpoints = cluster.endpoints();
+    let cluster = start_cluster_with(3, |id| vec![(FAULT.to_owned(), (id + 2).to_string())]);
+    cluster.wait_leader_blocking(Duration::from_secs(20));
+    let endpoints = cluster.endpoints_arg();
     let cluster = Arc::new(Mutex::new(cluster));
 
     // Restart crashed members at once (without the fault), as an operator would.
@@ -60,7 +60,7 @@ fn increments_whose_replies_were_lost_are_applied_exactly_once() {
             while !done.load(Ordering::Relaxed) {
                 if let Ok(mut c) = cluster.lock() {
                     for (id, status) in c.reap() {
-                        c.start_member(id, &[]);
+                        c.start_member_with(id, &[]);
                         crashes.lock().unwrap_or_else(|p| p.into_inner()).push((id, status));
                     }
                 }
@@ -132,26 +132,26 @@ fn increments_whose_replies_were_lost_are_applied_exactly_once() {
 
 #[test]
 fn without_a_session_the_retry_of_a_lost_reply_is_applied_twice_and_with_one_it_is_not() {
-    let mut cluster = Cluster::start(3);
-    let first = cluster.wait_leader(Duration::from_secs(20));
+    let mut cluster = start_cluster(3);
+    let first = cluster.wait_leader_blocking(Duration::from_secs(20));
     assert_eq!(cluster.cli(&["put", "counter", "0"]).code, 0);
 
     // Restarts `id` armed to abort before answering its first write as
     // leader, and makes it the leader.
     let arm = |cluster: &mut Cluster, id: u64| {
         cluster.kill(id);
-        cluster.start_member(id, &[(FAULT.to_owned(), "1".to_owned())]);
-        cluster.wait_leader(Duration::from_secs(20));
+        cluster.start_member_with(id, &[(FAULT.to_owned(), "1".to_owned())]);
+        cluster.wait_leader_blocking(Duration::from_secs(20));
         let t = cluster.cli(&["leader", "transfer", &id.to_string()]);
         assert_eq!(t.code, 0, "{t:?}");
-        assert_eq!(cluster.wait_leader(Duration::from_secs(20)), id);
+        assert_eq!(cluster.wait_leader_blocking(Duration::from_secs(20)), id);
     };
 
     // Negative control: the same compare-and-swap with no session, through
     // graft_kv::Client::call, which retries it like any request.
     arm(&mut cluster, first);
     let client = Client::new(ClientOptions {
-        endpoints: cluster.endpoints().split(',').map(String::from).collect(),
+        endpoints: cluster.endpoints_arg().split(',').map(String::from).collect(),
         timeout: Duration::from_secs(20),
     });
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -170,7 +170,7 @@ fn without_a_session_the_retry_of_a_lost_reply_is_applied_twice_and_with_one_it_
     let crashed = cluster.reap();
     assert_eq!(crashed.len(), 1, "the armed leader aborted: {crashed:?}");
     assert_eq!(crashed[0].1.signal(), Some(SIGABRT));
-    cluster.start_member(first, &[]);
+    cluster.start_member_with(first, &[]);
 
     // The same situation through graft-cli, whose writes carry a session:
     // the retry is answered from the session, "swapped", applied once.

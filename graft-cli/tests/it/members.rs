@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::util::{free_ports, Cluster, Run};
+use crate::util::{free_ports, start_cluster, CliCluster, Run};
 
 /// The rows of a plain `member list` (header and leader line left out), as cells.
 fn rows(r: &Run) -> Vec<Vec<String>> {
@@ -26,8 +26,8 @@ fn leader_line(r: &Run) -> &str {
 
 #[test]
 fn list_then_add_promote_and_remove_a_learner() {
-    let mut cluster = Cluster::start(3);
-    let leader = cluster.wait_leader(Duration::from_secs(20));
+    let mut cluster = start_cluster(3);
+    let leader = cluster.wait_leader_blocking(Duration::from_secs(20));
 
     // Three voters, all answering, the leader named.
     let list = cluster.cli(&["member", "list"]);
@@ -132,8 +132,8 @@ fn list_then_add_promote_and_remove_a_learner() {
 
 #[test]
 fn removing_a_voter_of_three_leaves_two() {
-    let cluster = Cluster::start(3);
-    let leader = cluster.wait_leader(Duration::from_secs(20));
+    let cluster = start_cluster(3);
+    let leader = cluster.wait_leader_blocking(Duration::from_secs(20));
     // Member 1 when it follows: the first endpoint, still running after its
     // removal and unaware of it, so the list must come from the leader.
     let removed = if leader == 1 { 2 } else { 1 };

@@ -9,12 +9,12 @@ use std::time::Duration;
 use rexpect::process::WaitStatus;
 use rexpect::session::PtySession;
 
-use crate::util::{cli_bin, Cluster};
+use crate::util::{cli_bin, start_cluster, Cluster};
 
 /// Starts the REPL in a pseudo-terminal with `data_home` as XDG_DATA_HOME.
 fn spawn_repl(cluster: &Cluster, data_home: &Path) -> PtySession {
     let mut cmd = Command::new(cli_bin());
-    cmd.args(["--endpoints", &cluster.endpoints(), "--timeout", "15s"])
+    cmd.args(["--endpoints", &cluster.endpoints_arg(), "--timeout", "15s"])
         .env("XDG_DATA_HOME", data_home)
         .env("TERM", "xterm")
         .env_remove("GRAFT_ENDPOINTS");
@@ -33,8 +33,8 @@ fn leave(p: &mut PtySession) {
 
 #[test]
 fn a_person_at_the_repl() {
-    let cluster = Cluster::start(3);
-    let leader = cluster.wait_leader(Duration::from_secs(20));
+    let cluster = start_cluster(3);
+    let leader = cluster.wait_leader_blocking(Duration::from_secs(20));
     let leader_prompt = format!("graft({})> ", cluster.addr(leader));
     let data_home = tempfile::tempdir().expect("temp dir");
     let history = data_home.path().join("graft").join("history");
@@ -155,8 +155,8 @@ fn ctrl_c_abandons_a_running_command_and_the_repl_goes_on() {
 
 #[test]
 fn ctrl_c_abandons_verify_its_clients_stop_and_its_keys_are_deleted() {
-    let cluster = Cluster::start(3);
-    cluster.wait_leader(Duration::from_secs(20));
+    let cluster = start_cluster(3);
+    cluster.wait_leader_blocking(Duration::from_secs(20));
     let data_home = tempfile::tempdir().expect("temp dir");
     let mut p = spawn_repl(&cluster, data_home.path());
     p.exp_string("graft(?)> ").expect("prompt");

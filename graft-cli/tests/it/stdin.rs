@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::util::{cli_bin, Cluster};
+use crate::util::{cli_bin, start_cluster, CliCluster};
 
 #[test]
 fn a_script_on_stdin_gets_one_answer_per_line_and_the_worst_exit_code() {
-    let cluster = Cluster::start(3);
-    cluster.wait_leader(Duration::from_secs(20));
+    let cluster = start_cluster(3);
+    cluster.wait_leader_blocking(Duration::from_secs(20));
     let script = "\
 put a 1
 # a comment, then a blank line
@@ -50,9 +50,9 @@ get a
 
 #[test]
 fn a_program_can_drive_it_in_json_one_line_at_a_time() {
-    let cluster = Cluster::start(3);
-    cluster.wait_leader(Duration::from_secs(20));
-    let endpoints = cluster.endpoints();
+    let cluster = start_cluster(3);
+    cluster.wait_leader_blocking(Duration::from_secs(20));
+    let endpoints = cluster.endpoints_arg();
     let mut child = Command::new(cli_bin())
         .args(["--endpoints", &endpoints, "--timeout", "15s", "--output", "json"])
         .stdin(Stdio::piped())

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::util::{free_ports, run_cli, Cluster};
+use crate::util::{free_ports, run_cli, start_cluster, CliCluster};
 
 /// The prefix of a run with `seed`.
 fn prefix(seed: u64) -> String {
@@ -23,8 +23,8 @@ fn operations(line: &str) -> u64 {
 
 #[test]
 fn a_live_cluster_is_linearizable_and_keeps_no_keys() {
-    let cluster = Cluster::start(3);
-    cluster.wait_leader(Duration::from_secs(20));
+    let cluster = start_cluster(3);
+    cluster.wait_leader_blocking(Duration::from_secs(20));
     // A user's key, and a key left under the prefix of seed 7 (by an
     // interrupted run): the run must start from absent keys all the same.
     assert_eq!(cluster.cli(&["put", "user/a", "1"]).code, 0);
@@ -83,12 +83,12 @@ fn a_writer_outside_the_run_is_a_violation() {
     // End to end, without faking a bug: another client writes a value no
     // client of the run wrote into the run's key, so the clients read
     // something the history cannot explain.
-    let cluster = Cluster::start(3);
-    cluster.wait_leader(Duration::from_secs(20));
+    let cluster = start_cluster(3);
+    cluster.wait_leader_blocking(Duration::from_secs(20));
     let key = format!("{}e0k0", prefix(13));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let intruder = {
-        let (stop, endpoints, key) = (stop.clone(), cluster.endpoints(), key.clone());
+        let (stop, endpoints, key) = (stop.clone(), cluster.endpoints_arg(), key.clone());
         std::thread::spawn(move || {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 run_cli(&["--endpoints", &endpoints, "put", &key, "intruder"], None);
