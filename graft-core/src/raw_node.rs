@@ -23,18 +23,21 @@ pub struct SoftState {
 ///
 /// 1. Send [`Ready::messages`]. They may go out at once, even before step 2
 ///    (a leader writes its own log in parallel with replicating it).
-/// 2. Make durable, in one atomic write (graft-kv: one redb transaction,
-///    one fsync): [`Ready::snapshot`] (install it), then [`Ready::entries`]
+/// 2. Make durable, in one atomic write (graft-kv: one transaction of its
+///    log database, one fsync): [`Ready::snapshot`] (install it), then [`Ready::entries`]
 ///    (appended after dropping any existing entries at or after the first
 ///    one's index), then [`Ready::hard_state`].
 /// 3. Only after step 2 is durable, send [`Ready::persisted_messages`].
 /// 4. Apply [`Ready::committed_entries`] in order, and serve each
 ///    [`ReadState`] in [`Ready::read_states`] once the applied index reaches
-///    its `index`.
+///    its `index`. Applying may run alongside step 2 (graft-kv does so for
+///    large batches): committed entries are handed out only up to the
+///    index already persisted.
 /// 5. Call [`RawNode::advance`], then look for the next `Ready`.
 ///
 /// A member that crashes anywhere in this sequence restarts from what step 2
-/// made durable and from its state machine's own applied index.
+/// made durable and from its state machine's own applied index, which must
+/// lie within the log (see [`crate::Config::applied`]).
 #[derive(Debug, Default)]
 #[must_use = "a Ready must be carried out and then advanced"]
 pub struct Ready {

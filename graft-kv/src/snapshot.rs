@@ -5,10 +5,13 @@
 //! taken without stopping writes), and streams its tables in chunks of about
 //! 1 MiB over a dedicated connection. The follower stages the rows in
 //! separate tables, one chunk at a time, and only when the stream is whole
-//! hands the snapshot to Raft; the node then installs it in one write
-//! transaction (staged tables renamed over the live ones, log reset), so a
-//! crash at any point leaves either the old state or the new one. Memory on
-//! both sides is bounded by a couple of chunks.
+//! hands the snapshot to Raft; the node then installs it in two
+//! transactions: the state machine's, durably (staged tables renamed over
+//! the live ones, metadata replaced), then the log's (reset to start after
+//! the snapshot). A crash before the first leaves the old state; between the
+//! two, the next start finds the state machine ahead of the log and resets
+//! the log after it (`storage::repair`). Memory on both sides is bounded by
+//! a couple of chunks.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,9 +7,10 @@
 //! - `state.redb`, the state machine: the key-value tables with their applied
 //!   index and the client sessions ([`StateMachine`]). Applying a batch of
 //!   committed entries is one transaction that moves the applied index with
-//!   the data it covers; it is fsynced only now and then (every 5 s,
-//!   and before the log is compacted past it), because the entries it
-//!   applies are already durable in the log and a restart re-applies them.
+//!   the data it covers; it is fsynced only now and then (every
+//!   `state_fsync_ms`, 5 s by default, before the log is compacted past it,
+//!   and on a clean stop), because the entries it applies are already
+//!   durable in the log and a restart re-applies them.
 //!
 //! Keeping the two apart is what makes writes cheap: an fsync of the log
 //! flushes a few pages of appended entries, not the scattered B-tree pages
