@@ -175,8 +175,10 @@ impl Sim {
     pub(super) fn crash(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         if let Some(raw) = node.raw.take() {
-            node.disk = Some(raw.storage().clone());
+            // With asynchronous storage, what was not yet durable is lost.
+            node.disk = Some(node.durable.take().unwrap_or_else(|| raw.storage().clone()));
         }
+        node.job = None;
         // What was applied since the state machine was last made durable is
         // lost; the log still holds it.
         node.sm = node.sm_durable.clone();
@@ -198,6 +200,7 @@ impl Sim {
         cfg.seed = self.seed.wrapping_mul(31).wrapping_add(node.id * 1_000_003 + node.incarnation);
         cfg.max_entries_per_msg = 16;
         cfg.max_inflight_msgs = 8;
+        node.durable = (self.opts.disk_delay > 0).then(|| disk.clone());
         let raw = RawNode::new(cfg, disk).map_err(|e| format!("restart of {}: {e}", node.id))?;
         node.raw = Some(raw);
         node.next_tick = self.now + node.tick_every;

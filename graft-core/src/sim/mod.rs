@@ -93,6 +93,15 @@ pub struct SimOptions {
     /// Of the crashes, the share that take down a majority of the voters at
     /// once: the leader, the member promoted last, and others (issue 11).
     pub majority_crash_rate: f64,
+    /// Asynchronous storage, as graft-kv has it, when above 0: a `Ready`'s
+    /// log write becomes durable up to this many time units after the
+    /// `Ready` is taken, and its applying finishes up to this many after
+    /// that, each as its own event, with deliveries, ticks and proposals in
+    /// between; one `Ready` is in flight at a time (graft-kv takes the next
+    /// only when the last is done). A crash loses what is not yet durable,
+    /// the leader's own new entries included. At 0, a `Ready` is carried out
+    /// in one step (possibly crashing part-way).
+    pub disk_delay: u64,
 }
 
 impl SimOptions {
@@ -121,6 +130,7 @@ impl SimOptions {
             compact_threshold: pick(&mut rng, &[0.0, 0.0, 4.0, 20.0, 200.0]) as u64,
             sm_sync_rate: pick(&mut rng, &[1.0, 0.3, 0.05, 0.0]),
             majority_crash_rate: pick(&mut rng, &[0.0, 0.1, 0.3]),
+            disk_delay: pick(&mut rng, &[0.0, 0.0, 2.0, 10.0, 40.0]) as u64,
         }
     }
 }
@@ -184,12 +194,36 @@ struct StateMachine {
     chain: u64,
 }
 
+/// The second half of a `Ready` whose disk work is in progress.
+struct DiskJob {
+    hard_state: Option<crate::HardState>,
+    entries: Vec<Entry>,
+    persisted_messages: Vec<Message>,
+    committed: Vec<Entry>,
+    read_states: Vec<crate::ReadState>,
+    /// When the log write is durable; `None` once it is.
+    log_at: Option<u64>,
+    /// When the applying is done (not before the log write).
+    done_at: u64,
+}
+
 struct SimNode {
     id: NodeId,
     /// `None` while crashed.
     raw: Option<RawNode<MemStorage>>,
     /// The durable log while crashed (while up, it is the node's storage).
     disk: Option<MemStorage>,
+    /// With asynchronous storage, the log as durable while up (the node's
+    /// storage is then its view, written when a `Ready` is taken, as
+    /// graft-kv's is); a crash keeps this one. `None` with synchronous
+    /// storage.
+    durable: Option<MemStorage>,
+    /// The `Ready` whose disk work is in progress (asynchronous storage).
+    job: Option<DiskJob>,
+    /// The term of every entry this member has counted as committed (as its
+    /// `Ready`s reported the commit index): none may ever be replaced by an
+    /// entry of another term, whatever crashes lose.
+    committed_terms: BTreeMap<Index, Term>,
     /// The state machine as applied (volatile past `sm_durable`).
     sm: StateMachine,
     /// The state machine as a crash leaves it. Invariant:
@@ -295,6 +329,9 @@ impl Sim {
                     raw: None,
                     disk: initial
                         .then(|| MemStorage::new_with_conf(ConfState::with_voters(voters.iter().copied()))),
+                    durable: None,
+                    job: None,
+                    committed_terms: BTreeMap::new(),
                     sm: StateMachine { applied: 0, chain: FNV_OFFSET },
                     sm_durable: StateMachine { applied: 0, chain: FNV_OFFSET },
                     tick_every,
@@ -509,8 +546,9 @@ impl Sim {
         if !self.healing && self.rng.chance(self.opts.membership_rate) {
             self.change_membership();
         }
-        // Ready processing.
+        // Disk work finishing, then Ready processing.
         for i in 0..self.nodes.len() {
+            self.progress_job(i)?;
             self.process_ready(i)?;
         }
         Ok(())

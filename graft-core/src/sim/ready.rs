@@ -9,7 +9,7 @@ use std::cmp::Reverse;
 use crate::message::{Entry, Message, MessageBody, Term};
 use crate::raft::Role;
 
-use super::{entry_hash, fnv, Check, Sim, StateMachine, FNV_OFFSET};
+use super::{entry_hash, fnv, Check, DiskJob, Sim, StateMachine, FNV_OFFSET};
 
 impl Sim {
     pub(super) fn send(&mut self, m: Message) -> Check {
@@ -72,24 +72,69 @@ impl Sim {
         Ok(())
     }
 
-    /// Carries out one Ready of member `i`, possibly crashing part-way.
-    pub(super) fn process_ready(&mut self, i: usize) -> Check {
+    /// Asynchronous storage: the first half of a `Ready`, as graft-kv's
+    /// node does it: role changes, the leader's messages, the entries and
+    /// hard state written to the view; the log write and the applying are
+    /// left to finish later ([`Sim::progress_job`]).
+    fn start_job(&mut self, i: usize, rd: crate::Ready) -> Check {
         let id = self.nodes[i].id;
-        let Some(raw) = self.nodes[i].raw.as_mut() else { return Ok(()) };
-        if !raw.has_ready() {
+        self.on_soft_state(i, rd.soft_state)?;
+        for m in rd.messages {
+            self.send(m)?;
+        }
+        self.write_view(i, rd.hard_state, &rd.entries)?;
+        let log_at = self.now + self.rng.range(0, self.opts.disk_delay + 1);
+        let done_at = log_at + self.rng.range(0, self.opts.disk_delay / 2 + 1);
+        self.nodes[i].job = Some(DiskJob {
+            hard_state: rd.hard_state,
+            entries: rd.entries,
+            persisted_messages: rd.persisted_messages,
+            committed: rd.committed_entries,
+            read_states: rd.read_states,
+            log_at: Some(log_at),
+            done_at,
+        });
+        self.event(format!("{id} disk job: durable at {log_at}, done at {done_at}"));
+        Ok(())
+    }
+
+    /// Asynchronous storage: finishes what is due of member `i`'s disk job:
+    /// the log write becomes durable and the messages that waited for it go
+    /// out; then the applying is done, the reads served, and the `Ready`
+    /// advanced.
+    pub(super) fn progress_job(&mut self, i: usize) -> Check {
+        let id = self.nodes[i].id;
+        let Some(job) = self.nodes[i].job.as_mut() else { return Ok(()) };
+        if job.log_at.is_some_and(|t| t <= self.now) {
+            job.log_at = None;
+            let (hs, entries, msgs) = (
+                job.hard_state,
+                std::mem::take(&mut job.entries),
+                std::mem::take(&mut job.persisted_messages),
+            );
+            self.persist(i, hs, &entries)?;
+            self.event(format!("{id} disk job durable"));
+            for m in msgs {
+                self.send(m)?;
+            }
+        }
+        let Some(job) = self.nodes[i].job.as_ref() else { return Ok(()) };
+        if job.log_at.is_some() || job.done_at > self.now {
             return Ok(());
         }
-        let rd = raw.ready().map_err(|e| format!("ready on {id}: {e}"))?;
-        // Where (if anywhere) this member crashes: 0 before anything, 1 after
-        // sending `messages`, 2 after persisting, 3 after sending the rest,
-        // 4 after applying.
-        let crash_at = if !self.healing && self.rng.chance(self.opts.crash_in_ready_rate) {
-            Some(self.rng.range(0, 5))
-        } else {
-            None
-        };
+        let Some(job) = self.nodes[i].job.take() else { return Ok(()) };
+        self.apply(i, &job.committed)?;
+        self.serve_reads(i, job.read_states)?;
+        if let Some(raw) = self.nodes[i].raw.as_mut() {
+            raw.advance().map_err(|e| format!("advance on {id}: {e}"))?;
+        }
+        self.maybe_compact(i)
+    }
 
-        if let Some(ss) = rd.soft_state {
+    /// Role changes: checks a new leader, drops a deposed one's reads.
+    fn on_soft_state(&mut self, i: usize, ss: Option<crate::raw_node::SoftState>) -> Check {
+        let id = self.nodes[i].id;
+        if let Some(ss) = ss {
             let term = self.nodes[i].raw.as_ref().map_or(0, |r| r.term());
             self.event(format!("{id} is {:?} in term {term}", ss.role));
             if ss.role == Role::Leader {
@@ -100,6 +145,54 @@ impl Sim {
                 self.reads.retain(|_, r| r.node != id);
             }
         }
+        Ok(())
+    }
+
+    /// Serves the reads whose index is now applied, checking each covers
+    /// every write acknowledged before it began.
+    fn serve_reads(&mut self, i: usize, read_states: Vec<crate::ReadState>) -> Check {
+        let id = self.nodes[i].id;
+        for rs in read_states {
+            if let Some(read) = self.reads.remove(&rs.ctx) {
+                if rs.index < read.must_cover {
+                    return Err(format!(
+                        "read r{} on {id} has index {} but a write at index {} was acknowledged before it began",
+                        rs.ctx, rs.index, read.must_cover
+                    ));
+                }
+                self.report.reads += 1;
+                self.event(format!("read r{} served at index {}", rs.ctx, rs.index));
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out one Ready of member `i`, possibly crashing part-way
+    /// (synchronous storage), or starts its disk work (asynchronous storage).
+    pub(super) fn process_ready(&mut self, i: usize) -> Check {
+        let id = self.nodes[i].id;
+        if self.nodes[i].job.is_some() {
+            // graft-kv takes the next Ready only when the last one is done.
+            return Ok(());
+        }
+        let Some(raw) = self.nodes[i].raw.as_mut() else { return Ok(()) };
+        if !raw.has_ready() {
+            return Ok(());
+        }
+        let rd = raw.ready().map_err(|e| format!("ready on {id}: {e}"))?;
+        if self.opts.disk_delay > 0 && rd.snapshot.is_none() {
+            return self.start_job(i, rd);
+        }
+        // Where (if anywhere) this member crashes: 0 before anything, 1 after
+        // sending `messages`, 2 after persisting, 3 after sending the rest,
+        // 4 after applying.
+        let crash_at = if !self.healing && self.rng.chance(self.opts.crash_in_ready_rate) {
+            Some(self.rng.range(0, 5))
+        } else {
+            None
+        };
+
+        self.on_soft_state(i, rd.soft_state)?;
         if crash_at == Some(0) {
             return self.crash_now(i);
         }
@@ -112,6 +205,11 @@ impl Sim {
         if let Some(meta) = &rd.snapshot {
             self.install_snapshot(i, meta)?;
         }
+        if self.nodes[i].durable.is_some() {
+            // Asynchronous storage, carried out at once (a snapshot install):
+            // the view first, then the durable log.
+            self.write_view(i, rd.hard_state, &rd.entries)?;
+        }
         self.persist(i, rd.hard_state, &rd.entries)?;
         if crash_at == Some(2) {
             return self.crash_now(i);
@@ -123,18 +221,7 @@ impl Sim {
             return self.crash_now(i);
         }
         self.apply(i, &rd.committed_entries)?;
-        for rs in rd.read_states {
-            if let Some(read) = self.reads.remove(&rs.ctx) {
-                if rs.index < read.must_cover {
-                    return Err(format!(
-                        "read r{} on {id} has index {} but a write at index {} was acknowledged before it began",
-                        rs.ctx, rs.index, read.must_cover
-                    ));
-                }
-                self.report.reads += 1;
-                self.event(format!("read r{} served at index {}", rs.ctx, rs.index));
-            }
-        }
+        self.serve_reads(i, rd.read_states)?;
         if crash_at == Some(4) {
             return self.crash_now(i);
         }
@@ -166,6 +253,9 @@ impl Sim {
         }
         let Some(raw) = node.raw.as_mut() else { return Ok(()) };
         raw.storage_mut().apply_snapshot(meta.clone());
+        if let Some(d) = node.durable.as_mut() {
+            d.apply_snapshot(meta.clone());
+        }
         // graft-kv installs a snapshot durably.
         node.sm_durable = data.clone();
         node.sm = data;
@@ -201,6 +291,9 @@ impl Sim {
             node.sm_durable = node.sm.clone();
         }
         let conf = raw.conf_at(upto);
+        if let Some(d) = node.durable.as_mut() {
+            d.compact(upto, conf.clone()).map_err(|e| format!("durable compact on {}: {e}", node.id))?;
+        }
         raw.storage_mut().compact(upto, conf).map_err(|e| format!("compact on {}: {e}", node.id))?;
         raw.on_compacted(upto);
         Ok(())
@@ -233,12 +326,57 @@ impl Sim {
         Ok(())
     }
 
-    pub(super) fn persist(&mut self, i: usize, hs: Option<crate::HardState>, entries: &[Entry]) -> Check {
+    /// Writes the entries and hard state of a `Ready` into the member's
+    /// storage as the core sees it (graft-kv's in-memory view), checking
+    /// that no entry the member has counted as committed is ever replaced by
+    /// one of another term.
+    pub(super) fn write_view(&mut self, i: usize, hs: Option<crate::HardState>, entries: &[Entry]) -> Check {
         let node = &mut self.nodes[i];
         let id = node.id;
         let Some(raw) = node.raw.as_mut() else { return Ok(()) };
+        for e in entries {
+            if let Some(&t) = node.committed_terms.get(&e.index) {
+                if t != e.term {
+                    return Err(format!(
+                        "{id} replaces entry {} of term {t}, which it counted as committed, with one of term {}",
+                        e.index, e.term
+                    ));
+                }
+            }
+        }
         let store = raw.storage_mut();
         store.append(entries).map_err(|e| format!("append on {id}: {e}"))?;
+        if let Some(hs) = hs {
+            store.set_hard_state(hs);
+            // Remember what the commit index now covers.
+            let from = node.committed_terms.last_key_value().map_or(1, |(i, _)| i + 1);
+            for index in from..=hs.commit {
+                if let Ok(t) = crate::Storage::term(raw.storage(), index) {
+                    node.committed_terms.insert(index, t);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes a `Ready`'s entries and hard state durable, with the checks on
+    /// durable state: terms and commit indexes never go back, log matching.
+    pub(super) fn persist(&mut self, i: usize, hs: Option<crate::HardState>, entries: &[Entry]) -> Check {
+        if self.nodes[i].durable.is_none() {
+            // Synchronous storage: the view is the durable log.
+            self.write_view(i, hs, entries)?;
+        }
+        let node = &mut self.nodes[i];
+        let id = node.id;
+        if node.raw.is_none() {
+            return Ok(());
+        }
+        if let Some(d) = node.durable.as_mut() {
+            d.append(entries).map_err(|e| format!("durable append on {id}: {e}"))?;
+            if let Some(hs) = hs {
+                d.set_hard_state(hs);
+            }
+        }
         if let Some(hs) = hs {
             if hs.term < node.last_term {
                 return Err(format!("durable term of {id} went back from {} to {}", node.last_term, hs.term));
@@ -251,7 +389,6 @@ impl Sim {
             }
             node.last_term = hs.term;
             node.last_commit = hs.commit;
-            store.set_hard_state(hs);
         }
         // Log matching, checked on every durable entry.
         for e in entries {
