@@ -11,6 +11,7 @@
 
 mod bin;
 mod cluster;
+pub mod workspace;
 
 pub use bin::graft_kv_bin;
 pub use cluster::{file_digest, free_ports, signal, summary, Cluster, Member};

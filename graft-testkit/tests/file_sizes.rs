@@ -1,21 +1,9 @@
 //! No source file grows past 800 lines of code (its `#[cfg(test)]` module
 //! at the end is not counted): a file that large has more than one role.
 
-use std::path::{Path, PathBuf};
+use graft_testkit::workspace;
 
 const MAX_LINES: usize = 800;
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
 
 /// Lines outside `#[cfg(test)] mod ... { ... }` blocks (at the top level).
 fn code_lines(text: &str) -> usize {
@@ -46,13 +34,8 @@ fn test_modules_are_not_counted() {
 
 #[test]
 fn no_source_file_is_over_800_lines() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut files = Vec::new();
-    for krate in std::fs::read_dir(&root).expect("workspace").flatten() {
-        if krate.path().join("Cargo.toml").exists() {
-            rust_files(&krate.path().join("src"), &mut files);
-        }
-    }
+    let root = workspace::root();
+    let files: Vec<_> = workspace::crates().iter().flat_map(|(_, src)| workspace::rust_files(src)).collect();
     assert!(files.len() > 20, "the scan found only {} source files", files.len());
     let mut over = Vec::new();
     for f in files {

@@ -11,6 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use graft_testkit::workspace;
+
 /// The module path of a source file, relative to its crate's `src`.
 fn module_path(src: &Path, file: &Path) -> Vec<String> {
     let rel = file.strip_prefix(src).expect("a file under src");
@@ -21,18 +23,6 @@ fn module_path(src: &Path, file: &Path) -> Vec<String> {
         parts.push(stem.to_owned());
     }
     parts
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
 }
 
 /// Drops comments and string literals, so that paths in them do not count.
@@ -161,16 +151,11 @@ fn parse_path(tokens: &[String], mut i: usize) -> (Vec<Vec<String>>, usize) {
 
 #[test]
 fn no_import_cycles_between_files() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = workspace::root();
     let mut cycles = Vec::new();
     let mut files_seen = 0;
-    for krate in std::fs::read_dir(&root).expect("workspace").flatten() {
-        let src = krate.path().join("src");
-        if !krate.path().join("Cargo.toml").exists() || !src.is_dir() {
-            continue;
-        }
-        let mut files = Vec::new();
-        rust_files(&src, &mut files);
+    for (_, src) in workspace::crates() {
+        let files = workspace::rust_files(&src);
         files_seen += files.len();
         let modules: BTreeMap<Vec<String>, PathBuf> =
             files.iter().map(|f| (module_path(&src, f), f.clone())).collect();

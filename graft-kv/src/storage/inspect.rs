@@ -10,7 +10,7 @@ use graft_core::{ConfState, Entry, EntryPayload, HardState, Index, NodeId, Snaps
 use redb::{ReadableDatabase, ReadableTableMetadata};
 
 use super::state_machine::{MemberRecord, SmMeta};
-use super::{decode, Identity, DB_FILE, KV, LOG, META, SESSIONS, STATE_FILE};
+use super::{decode, meta_record, Identity, DB_FILE, KV, LOG, META, SESSIONS, STATE_FILE};
 use crate::command::Command;
 use crate::error::StoreError;
 
@@ -65,15 +65,9 @@ fn read(dir: &Path, with_entries: bool) -> Result<Inspection, StoreError> {
     let log_db = redb::ReadOnlyDatabase::open(dir.join(DB_FILE))?;
     let rtx = log_db.begin_read()?;
     let meta = rtx.open_table(META)?;
-    let get = |name: &str| -> Result<Vec<u8>, StoreError> {
-        let v = meta
-            .get(name)?
-            .ok_or_else(|| StoreError::Corrupt { what: name.into(), message: "missing".into() })?;
-        Ok(v.value().to_vec())
-    };
     let identity = meta.get("identity")?.map(|v| decode::<Identity>("identity", v.value())).transpose()?;
-    let hard_state: HardState = decode("hard_state", &get("hard_state")?)?;
-    let base: SnapshotMeta = decode("log_base", &get("log_base")?)?;
+    let hard_state: HardState = meta_record(&meta, "hard_state")?;
+    let base: SnapshotMeta = meta_record(&meta, "log_base")?;
     let log = rtx.open_table(LOG)?;
     let mut last_index = base.index;
     let mut config_entries = Vec::new();
@@ -92,10 +86,7 @@ fn read(dir: &Path, with_entries: bool) -> Result<Inspection, StoreError> {
     let sm_db = redb::ReadOnlyDatabase::open(dir.join(STATE_FILE))?;
     let rtx = sm_db.begin_read()?;
     let meta = rtx.open_table(META)?;
-    let sm: SmMeta = match meta.get("sm")? {
-        Some(v) => decode("sm", v.value())?,
-        None => return Err(StoreError::Corrupt { what: "sm".into(), message: "missing".into() }),
-    };
+    let sm: SmMeta = meta_record(&meta, "sm")?;
     let keys = rtx.open_table(KV)?.len()?;
     let sessions = rtx.open_table(SESSIONS)?.len()?;
     Ok(Inspection {

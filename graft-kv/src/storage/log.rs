@@ -8,7 +8,7 @@ use graft_core::{
 };
 use redb::{Database, ReadableDatabase, WriteTransaction};
 
-use super::{decode, encode, LOG, META};
+use super::{decode, encode, meta_record, LOG, META};
 use crate::error::StoreError;
 
 /// How many of the newest entries are kept in memory, so that replicating
@@ -135,14 +135,8 @@ impl RaftLogStore {
     pub fn load(db: Arc<Database>) -> Result<RaftLogStore, StoreError> {
         let rtx = db.begin_read()?;
         let meta = rtx.open_table(META)?;
-        let get = |name: &str| -> Result<Vec<u8>, StoreError> {
-            let v = meta
-                .get(name)?
-                .ok_or_else(|| StoreError::Corrupt { what: name.into(), message: "missing".into() })?;
-            Ok(v.value().to_vec())
-        };
-        let hard_state: HardState = decode("hard_state", &get("hard_state")?)?;
-        let base: SnapshotMeta = decode("log_base", &get("log_base")?)?;
+        let hard_state: HardState = meta_record(&meta, "hard_state")?;
+        let base: SnapshotMeta = meta_record(&meta, "log_base")?;
         let log = rtx.open_table(LOG)?;
         let mut terms = VecDeque::new();
         let mut sizes = VecDeque::new();

@@ -73,6 +73,19 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -
     postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt { what: what.into(), message: e.to_string() })
 }
 
+/// Reads and decodes the record `name` of a `meta` table; a missing one
+/// means the data is corrupt.
+pub(crate) fn meta_record<T, M>(meta: &M, name: &str) -> Result<T, StoreError>
+where
+    T: serde::de::DeserializeOwned,
+    M: redb::ReadableTable<&'static str, &'static [u8]>,
+{
+    match meta.get(name)? {
+        Some(v) => decode(name, v.value()),
+        None => Err(StoreError::Corrupt { what: name.into(), message: "missing".into() }),
+    }
+}
+
 pub(crate) fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, StoreError> {
     postcard::to_stdvec(value).map_err(|e| StoreError::Corrupt { what: what.into(), message: e.to_string() })
 }
@@ -263,10 +276,6 @@ pub fn read_log(dir: &Path) -> Result<(Vec<graft_core::Entry>, graft_core::Index
     }
     let sm_db = redb::ReadOnlyDatabase::open(dir.join(STATE_FILE))?;
     let rtx = sm_db.begin_read()?;
-    let meta = rtx.open_table(META)?;
-    let sm = meta
-        .get("sm")?
-        .ok_or_else(|| StoreError::Corrupt { what: "sm".into(), message: "missing".into() })?;
-    let applied = state_machine::decode_applied(sm.value())?;
+    let applied = state_machine::applied_of(&rtx.open_table(META)?)?;
     Ok((out, applied))
 }

@@ -8,7 +8,7 @@ use graft_core::{ConfChangeKind, Entry, EntryPayload, Index, NodeId, Term};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, Bootstrap, KV, KV_STAGING, META, SESSIONS, SESSIONS_STAGING};
+use super::{decode, encode, meta_record, Bootstrap, KV, KV_STAGING, META, SESSIONS, SESSIONS_STAGING};
 use crate::command::{Command, MemberContext, WriteOp};
 use crate::error::StoreError;
 use crate::protocol::{ApiError, Expect, Response, SessionSeq, Versioned};
@@ -107,9 +107,12 @@ fn decode_value(bytes: &[u8]) -> Result<Versioned, StoreError> {
     Ok(Versioned { version: u64::from_be_bytes(head), value: Bytes::copy_from_slice(&bytes[8..]) })
 }
 
-pub(super) fn decode_applied(bytes: &[u8]) -> Result<Index, StoreError> {
-    let meta: SmMeta = decode("sm", bytes)?;
-    Ok(meta.applied)
+/// The applied index recorded in a state machine's `meta` table.
+pub(super) fn applied_of<M: redb::ReadableTable<&'static str, &'static [u8]>>(
+    meta: &M,
+) -> Result<Index, StoreError> {
+    let sm: SmMeta = meta_record(meta, "sm")?;
+    Ok(sm.applied)
 }
 
 /// The key-value state machine of one member. Cloning gives a handle on the
@@ -122,14 +125,7 @@ pub struct StateMachine {
 
 impl StateMachine {
     pub(super) fn load(db: Arc<Database>) -> Result<StateMachine, StoreError> {
-        let meta = {
-            let rtx = db.begin_read()?;
-            let t = rtx.open_table(META)?;
-            let v = t
-                .get("sm")?
-                .ok_or_else(|| StoreError::Corrupt { what: "sm".into(), message: "missing".into() })?;
-            decode("sm", v.value())?
-        };
+        let meta = meta_record(&db.begin_read()?.open_table(META)?, "sm")?;
         Ok(StateMachine { db, meta })
     }
 
