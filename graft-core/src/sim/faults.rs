@@ -198,8 +198,10 @@ impl Sim {
         let mut cfg = Config::new(node.id);
         cfg.applied = node.sm.applied;
         cfg.seed = self.seed.wrapping_mul(31).wrapping_add(node.id * 1_000_003 + node.incarnation);
-        cfg.max_entries_per_msg = 16;
-        cfg.max_inflight_msgs = 8;
+        cfg.max_entries_per_msg = self.opts.max_entries_per_msg;
+        cfg.max_bytes_per_msg = self.opts.max_bytes_per_msg;
+        cfg.max_inflight_msgs = self.opts.max_inflight_msgs;
+        cfg.election_tick = self.opts.election_tick;
         node.durable = (self.opts.disk_delay > 0).then(|| disk.clone());
         let raw = RawNode::new(cfg, disk).map_err(|e| format!("restart of {}: {e}", node.id))?;
         node.raw = Some(raw);
@@ -222,6 +224,13 @@ impl Sim {
         self.opts.drop_rate = 0.0;
         self.opts.dup_rate = 0.0;
         self.opts.max_delay = self.opts.max_delay.min(10);
+        // A disk slower than the election timeout is a fault too: no vote
+        // becomes durable before the next election starts. Healing makes it
+        // fast enough (still asynchronous).
+        if self.opts.disk_delay > 0 {
+            self.opts.disk_delay =
+                self.opts.disk_delay.min(u64::from(self.opts.election_tick) * TICK / 4).max(1);
+        }
         for n in &mut self.nodes {
             if n.raw.is_none() && n.started {
                 n.restart_at = Some(self.now);

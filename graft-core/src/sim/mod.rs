@@ -47,6 +47,9 @@ use crate::storage::MemStorage;
 /// Simulated time units per tick (a member's tick interval varies around it).
 const TICK: u64 = 10;
 
+/// The most client writes outstanding at once (the clients are closed-loop).
+const MAX_OUTSTANDING_WRITES: usize = 64;
+
 /// What a run is made of. [`SimOptions::for_seed`] draws the fault rates.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
@@ -102,6 +105,23 @@ pub struct SimOptions {
     /// the leader's own new entries included. At 0, a `Ready` is carried out
     /// in one step (possibly crashing part-way).
     pub disk_delay: u64,
+    /// Most entries per append (small caps make appends carry part of what
+    /// a follower misses while the commit index is ahead).
+    pub max_entries_per_msg: usize,
+    /// Most bytes per append.
+    pub max_bytes_per_msg: u64,
+    /// The flow-control window: appends in flight per follower.
+    pub max_inflight_msgs: usize,
+    /// The election timeout in ticks (a tick is about 10 time units; message
+    /// delays go up to 60): from barely above the heartbeat to very long.
+    pub election_tick: u32,
+    /// Messages on one link arrive in the order sent (as over graft-kv's
+    /// one TCP connection per peer); otherwise any reordering. Seeds with
+    /// the smallest message caps always have it: with reordering, a wide
+    /// window of one-entry appends mostly arrives out of order, each
+    /// rejection restarts the stream, and progress crawls (as it would in
+    /// etcd's raft); graft-kv's transport never reorders a link.
+    pub fifo_links: bool,
 }
 
 impl SimOptions {
@@ -111,7 +131,7 @@ impl SimOptions {
         let nodes = if rng.chance(0.5) { 3 } else { 5 };
         let pick = |rng: &mut Rng, choices: &[f64]| choices[rng.range(0, choices.len() as u64) as usize];
         let max_delay = pick(&mut rng, &[2.0, 10.0, 30.0, 60.0]) as u64;
-        SimOptions {
+        let mut opts = SimOptions {
             nodes,
             chaos_time: 20_000,
             heal_time: 6_000,
@@ -131,7 +151,24 @@ impl SimOptions {
             sm_sync_rate: pick(&mut rng, &[1.0, 0.3, 0.05, 0.0]),
             majority_crash_rate: pick(&mut rng, &[0.0, 0.1, 0.3]),
             disk_delay: pick(&mut rng, &[0.0, 0.0, 2.0, 10.0, 40.0]) as u64,
+            max_entries_per_msg: pick(&mut rng, &[1.0, 4.0, 16.0, 16.0, 1024.0]) as usize,
+            max_bytes_per_msg: pick(&mut rng, &[16.0, 1024.0, 1_048_576.0, 1_048_576.0]) as u64,
+            max_inflight_msgs: pick(&mut rng, &[1.0, 2.0, 8.0, 8.0, 256.0]) as usize,
+            election_tick: pick(&mut rng, &[3.0, 10.0, 10.0, 10.0, 40.0]) as u32,
+            fifo_links: false,
+        };
+        opts.fifo_links = rng.chance(0.5) || opts.max_bytes_per_msg < 1024 || opts.max_entries_per_msg == 1;
+        // Long election timeouts need longer to converge after healing, and
+        // so do narrow pipes (a backlog of hundreds of entries then moves a
+        // few at a time).
+        opts.heal_time += 150 * u64::from(opts.election_tick);
+        let bytes_per_entry = 16;
+        let per_msg =
+            opts.max_entries_per_msg.min((opts.max_bytes_per_msg / bytes_per_entry).max(1) as usize);
+        if per_msg * opts.max_inflight_msgs < 32 {
+            opts.heal_time += 30_000;
         }
+        opts
     }
 }
 
@@ -269,6 +306,8 @@ pub struct Sim {
     net: BinaryHeap<Reverse<(u64, u64, usize)>>,
     net_msgs: HashMap<usize, (Message, Option<StateMachine>)>,
     net_seq: u64,
+    /// With FIFO links: the latest delivery time on each link.
+    link_last: HashMap<(NodeId, NodeId), u64>,
     /// Directed links that drop everything: (from, to).
     blocked: BTreeSet<(NodeId, NodeId)>,
     partition_until: u64,
@@ -355,6 +394,7 @@ impl Sim {
             net: BinaryHeap::new(),
             net_msgs: HashMap::new(),
             net_seq: 0,
+            link_last: HashMap::new(),
             blocked: BTreeSet::new(),
             partition_until: 0,
             healing: false,
@@ -448,11 +488,12 @@ impl Sim {
                     .collect();
                 return Err(self.fail(format!(
                     "liveness: {} time units after healing, the cluster has not converged \
-                     (highest acknowledged write {}, final write {:?}): {}",
+                     (highest acknowledged write {}, final write {:?}): {}; options {:?}",
                     self.opts.heal_time,
                     self.max_acked,
                     final_write,
-                    states.join(", ")
+                    states.join(", "),
+                    self.opts
                 )));
             }
         }
@@ -555,6 +596,12 @@ impl Sim {
     }
 
     fn client_write(&mut self) {
+        // Clients wait for their answers, as graft_kv::Client's callers do:
+        // at most this many writes are outstanding at once, so a narrow
+        // pipe is not buried under an unbounded backlog.
+        if self.proposals.len() >= MAX_OUTSTANDING_WRITES {
+            return;
+        }
         // Clients mostly find the leader; sometimes they ask anyone.
         let target = match self.leader() {
             Some(l) if self.rng.chance(0.9) => l,

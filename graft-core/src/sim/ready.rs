@@ -48,7 +48,14 @@ impl Sim {
         }
         let copies = if self.rng.chance(self.opts.dup_rate) { 2 } else { 1 };
         for _ in 0..copies {
-            let at = self.now + self.rng.range(self.opts.min_delay, self.opts.max_delay + 1);
+            let mut at = self.now + self.rng.range(self.opts.min_delay, self.opts.max_delay + 1);
+            if self.opts.fifo_links {
+                // As over one TCP connection: never before an earlier message
+                // on the same link (deliveries at one time keep send order).
+                let last = self.link_last.entry((m.from, m.to)).or_insert(0);
+                at = at.max(*last);
+                *last = at;
+            }
             self.net_seq += 1;
             let key = self.net_seq as usize;
             self.net_msgs.insert(key, (m.clone(), data.clone()));
