@@ -186,6 +186,38 @@ mod tests {
     }
 
     #[test]
+    fn an_acknowledgement_moves_match_and_next_only_forward() {
+        let mut p = Progress::new(1, 8);
+        assert!(p.maybe_update(5), "news");
+        assert_eq!((p.matched, p.next), (5, 6), "next is just after the match");
+        assert!(!p.maybe_update(5), "the same index again is no news");
+        assert!(!p.maybe_update(3), "an older index is no news");
+        assert_eq!((p.matched, p.next), (5, 6));
+        p.next = 9;
+        assert!(p.maybe_update(7));
+        assert_eq!((p.matched, p.next), (7, 9), "next never moves back");
+    }
+
+    #[test]
+    fn probing_restarts_just_after_the_match_or_the_snapshot() {
+        let mut p = Progress::new(1, 8);
+        p.maybe_update(4);
+        p.become_replicate();
+        p.sent_append(9, true);
+        p.become_probe();
+        assert_eq!(p.next, 5, "from just after the match");
+        p.become_snapshot(10);
+        p.become_probe();
+        assert_eq!(p.next, 11, "from just after the snapshot, if later");
+        p.maybe_update(12);
+        p.become_snapshot(10);
+        p.become_probe();
+        assert_eq!(p.next, 13, "from just after the match, if later");
+        p.become_replicate();
+        assert_eq!(p.next, 13);
+    }
+
+    #[test]
     fn stale_rejection_in_replicate_is_ignored() {
         let mut p = Progress::new(1, 8);
         p.maybe_update(5);
