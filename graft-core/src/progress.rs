@@ -218,6 +218,23 @@ mod tests {
     }
 
     #[test]
+    fn a_rejection_never_moves_next_below_the_match() {
+        // A hint below the match cannot come from a follower that kept what
+        // it acknowledged; next stays just after the match all the same.
+        let mut p = Progress::new(1, 8);
+        p.maybe_update(5);
+        p.become_replicate();
+        p.sent_append(9, true);
+        assert!(p.maybe_decrease_to(7, 2));
+        assert_eq!(p.next, 6);
+        p.become_probe();
+        p.next = 8;
+        p.sent_append(7, false);
+        assert!(p.maybe_decrease_to(7, 1));
+        assert_eq!(p.next, 6);
+    }
+
+    #[test]
     fn stale_rejection_in_replicate_is_ignored() {
         let mut p = Progress::new(1, 8);
         p.maybe_update(5);

@@ -79,5 +79,11 @@ mod tests {
         assert_eq!(vote_result(&voters, &votes), VoteResult::Won);
         let lost = BTreeMap::from([(1, false), (2, false)]);
         assert_eq!(vote_result(&voters, &lost), VoteResult::Lost);
+        // Of five, two refusals still leave three possible grants.
+        let five: BTreeSet<NodeId> = [1, 2, 3, 4, 5].into();
+        let two_no = BTreeMap::from([(1, false), (2, false), (3, true)]);
+        assert_eq!(vote_result(&five, &two_no), VoteResult::Pending);
+        let three_no = BTreeMap::from([(1, false), (2, false), (4, false)]);
+        assert_eq!(vote_result(&five, &three_no), VoteResult::Lost);
     }
 }
