@@ -1425,6 +1425,28 @@ fn flow_control_append_respects_max_bytes_per_msg() {
     }
 }
 
+/// The transport reports a follower unreachable (its connection broke): the
+/// leader stops streaming into the void and probes it again from just after
+/// its match (etcd's `ReportUnreachable`).
+#[test]
+fn an_unreachable_follower_goes_back_to_probing() {
+    let mut net = Network::new(&[1, 2, 3], &plain);
+    net.elect(1);
+    heartbeat(&mut net, 1);
+    let progress = |net: &Network, id: u64| {
+        net.node(1).status().progress.iter().find(|(p, _)| *p == id).map(|(_, p)| *p).unwrap()
+    };
+    assert_eq!(progress(&net, 2).state, ProgressState::Replicate);
+    let matched = progress(&net, 2).matched;
+    net.node_mut(1).report_unreachable(2);
+    let p2 = progress(&net, 2);
+    assert_eq!((p2.state, p2.next), (ProgressState::Probe, matched + 1));
+    assert_eq!(progress(&net, 3).state, ProgressState::Replicate, "the others are untouched");
+    // A follower reporting it is harmless.
+    net.node_mut(2).report_unreachable(3);
+    assert_eq!(net.node(2).role(), Role::Follower);
+}
+
 /// No more than `max_inflight_msgs` appends are outstanding to a follower in
 /// the replicate state; acknowledgements open the window again.
 #[test]

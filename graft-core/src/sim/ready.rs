@@ -38,7 +38,14 @@ impl Sim {
             *meta = crate::SnapshotMeta { index: applied, term, conf: raw.conf_at(applied) };
             data = Some(sender.sm.clone());
         }
-        let lost = self.blocked.contains(&(m.from, m.to)) || self.rng.chance(self.opts.drop_rate);
+        let cut = self.blocked.contains(&(m.from, m.to));
+        if cut {
+            // As graft-kv's transport does when a peer's connection breaks.
+            if let Some(raw) = self.nodes.get_mut((m.from - 1) as usize).and_then(|n| n.raw.as_mut()) {
+                raw.report_unreachable(m.to);
+            }
+        }
+        let lost = cut || self.rng.chance(self.opts.drop_rate);
         if data.is_some() {
             let at = self.now + self.rng.range(self.opts.min_delay, self.opts.max_delay + 1);
             self.snapshot_reports.push((at, m.from, m.to, !lost));
