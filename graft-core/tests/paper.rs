@@ -1045,11 +1045,16 @@ fn check_quorum_leader_cut_off_from_majority_steps_down() {
     net.isolate(1);
     let mut stepped_down_after = None;
     for t in 1..=2 * et {
-        net.tick(1);
+        net.node_mut(1).tick().unwrap();
         if net.role(1) != Role::Leader {
+            // The application hears of it at once, though nothing else changed.
+            assert!(net.node(1).has_ready(), "the step-down is reported");
+            let rd = net.node_mut(1).ready().unwrap();
+            assert_eq!(rd.soft_state.map(|s| (s.role, s.leader)), Some((Role::Follower, None)));
             stepped_down_after = Some(t);
             break;
         }
+        net.handle_ready(1);
     }
     let t = stepped_down_after.expect("the cut-off leader stepped down within two election timeouts");
     assert!(t >= 1);
@@ -1423,6 +1428,37 @@ fn flow_control_append_respects_max_bytes_per_msg() {
     for id in [1, 2, 3] {
         assert_eq!(net.applied_commands(id).len(), 9, "node {id}");
     }
+}
+
+/// A cluster of one voter: nothing to send, yet every proposal must come out
+/// in a `Ready` to be persisted, and commits once it is durable.
+#[test]
+fn a_lone_voter_persists_and_commits_without_messages() {
+    use graft_core::{ConfState, Config, EntryPayload, MemStorage, RawNode};
+    let mut node =
+        RawNode::new(Config::new(1), MemStorage::new_with_conf(ConfState::with_voters([1]))).unwrap();
+    node.campaign().unwrap();
+    let mut committed = Vec::new();
+    let mut carry_out = |node: &mut RawNode<MemStorage>, committed: &mut Vec<u64>| {
+        while node.has_ready() {
+            let rd = node.ready().unwrap();
+            assert!(rd.messages.is_empty() && rd.persisted_messages.is_empty(), "no one to send to");
+            node.storage_mut().append(&rd.entries).unwrap();
+            if let Some(hs) = rd.hard_state {
+                node.storage_mut().set_hard_state(hs);
+            }
+            committed.extend(
+                rd.committed_entries.iter().filter(|e| e.payload != EntryPayload::Noop).map(|e| e.index),
+            );
+            node.advance().unwrap();
+        }
+    };
+    carry_out(&mut node, &mut committed);
+    assert_eq!(node.role(), Role::Leader);
+    let index = node.propose(Bytes::from("x")).unwrap();
+    assert!(node.has_ready(), "the new entry must be handed out to persist");
+    carry_out(&mut node, &mut committed);
+    assert_eq!(committed, vec![index]);
 }
 
 /// The transport reports a follower unreachable (its connection broke): the
