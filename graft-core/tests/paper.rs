@@ -1617,6 +1617,33 @@ fn membership_change_refused_while_inherited_entries_are_uncommitted() {
 
 /// Thesis §4.1: "the leader ... waits for the [change] to commit before
 /// starting the next one": one change is pending at a time.
+/// Which single-member changes are changes: demoting a voter to learner is
+/// one; adding a member in the role it has is refused as a no-op, unless it
+/// carries a context (graft-kv: the member's new address), which is recorded;
+/// removing a non-member is a no-op whatever it carries.
+#[test]
+fn membership_changes_that_change_nothing_are_refused_unless_they_carry_a_context() {
+    let mut net = Network::new(&[1, 2, 3], &plain);
+    net.elect(1);
+    heartbeat(&mut net, 1);
+    assert_eq!(net.node(1).id(), 1);
+    let cc = |kind, node, context: &'static str| ConfChange { kind, node, context: Bytes::from(context) };
+    let refused = |r: Result<u64, Error>| matches!(r, Err(Error::ConfChange(ConfChangeError::NoOp(_))));
+    assert!(refused(net.node_mut(1).propose_conf_change(cc(ConfChangeKind::AddVoter, 2, ""))));
+    assert!(refused(net.node_mut(1).propose_conf_change(cc(ConfChangeKind::Remove, 9, "x"))));
+    // The same role with a context: recorded, the membership unchanged.
+    net.node_mut(1).propose_conf_change(cc(ConfChangeKind::AddVoter, 2, "new address")).expect("a context");
+    net.deliver_all();
+    heartbeat(&mut net, 1);
+    assert_eq!(net.node(1).conf().voters, [1, 2, 3].into());
+    // Demoting a voter to learner is a change.
+    net.node_mut(1).propose_conf_change(cc(ConfChangeKind::AddLearner, 3, "")).expect("demote a voter");
+    assert_eq!(
+        (net.node(1).conf().voters.clone(), net.node(1).conf().learners.clone()),
+        ([1, 2].into(), [3].into())
+    );
+}
+
 #[test]
 fn membership_one_change_pending_at_a_time() {
     let mut net = Network::new(&[1, 2, 3], &plain);
