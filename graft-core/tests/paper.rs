@@ -1439,7 +1439,7 @@ fn a_lone_voter_persists_and_commits_without_messages() {
         RawNode::new(Config::new(1), MemStorage::new_with_conf(ConfState::with_voters([1]))).unwrap();
     node.campaign().unwrap();
     let mut committed = Vec::new();
-    let mut carry_out = |node: &mut RawNode<MemStorage>, committed: &mut Vec<u64>| {
+    let carry_out = |node: &mut RawNode<MemStorage>, committed: &mut Vec<u64>| {
         while node.has_ready() {
             let rd = node.ready().unwrap();
             assert!(rd.messages.is_empty() && rd.persisted_messages.is_empty(), "no one to send to");
