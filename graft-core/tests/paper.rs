@@ -1155,6 +1155,50 @@ fn read_index_released_after_majority_heartbeat_ack_with_commit_index_at_request
     assert_eq!(reads(&net, 1).len(), 1, "released once");
 }
 
+/// Thesis §6.4: a read is confirmed only by a heartbeat round that started
+/// after it arrived. A read arriving while a round is in flight waits for the
+/// next one, which starts by itself once that round completes (no further
+/// read needed to trigger it).
+#[test]
+fn read_index_arriving_during_a_round_waits_for_the_next_round() {
+    let mut net = Network::new(&[1, 2, 3], &plain);
+    net.elect(1);
+    net.deliver_all();
+    net.node_mut(1).read_index(1).unwrap();
+    net.handle_ready(1);
+    // Round 1 is in flight; read 2 arrives now.
+    net.node_mut(1).read_index(2).unwrap();
+    net.handle_ready(1);
+    let first_round: Vec<u64> = net.queue.iter().filter(|m| is_heartbeat(m)).map(|m| m.to).collect();
+    assert_eq!(first_round, vec![2, 3], "one round in flight");
+    // Acknowledge round 1 only: read 1 is released, read 2 is not.
+    let round_one: Vec<Message> = net.queue.drain(..).filter(is_heartbeat).collect();
+    for m in round_one {
+        net.step(m);
+    }
+    net.deliver_while(|m| is_heartbeat_resp(m) && m.to == 1);
+    let ctxs = |net: &Network| reads(net, 1).iter().map(|r| r.ctx).collect::<Vec<u64>>();
+    assert_eq!(ctxs(&net), vec![1], "the round that started before read 2 does not confirm it");
+    // The next round starts by itself and confirms read 2.
+    assert!(net.queue.iter().any(is_heartbeat), "a second round started for the waiting read");
+    net.deliver_all();
+    assert_eq!(ctxs(&net), vec![1, 2]);
+}
+
+/// `propose_batch` appends every command at once and answers the index of
+/// the first.
+#[test]
+fn propose_batch_returns_the_index_of_the_first_entry() {
+    let mut net = Network::new(&[1, 2, 3], &plain);
+    net.elect(1);
+    net.deliver_all();
+    let last = net.node(1).status().last_index;
+    let first =
+        net.node_mut(1).propose_batch(vec![Bytes::from("a"), Bytes::from("b"), Bytes::from("c")]).unwrap();
+    assert_eq!(first, last + 1);
+    assert_eq!(net.node(1).status().last_index, last + 3);
+}
+
 /// Thesis §6.4: the heartbeat round ensures a deposed leader cannot serve
 /// stale reads. A leader cut off from the majority, while a new leader
 /// commits a write, never releases a read, however long it waits, and not
