@@ -67,3 +67,11 @@ pub struct MemberContext {
     /// For a learner: make it a voter once it has caught up.
     pub promote: bool,
 }
+
+impl MemberContext {
+    /// Reads the context of a membership change; `None` if it carries none
+    /// (a promotion, a removal) or cannot be decoded.
+    pub fn of(change: &graft_core::ConfChange) -> Option<MemberContext> {
+        postcard::from_bytes(&change.context).ok()
+    }
+}

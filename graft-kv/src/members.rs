@@ -26,7 +26,7 @@ pub struct AddressBook {
 /// The address a membership entry carries, if any.
 pub fn entry_addr(e: &Entry) -> Option<(NodeId, String)> {
     let EntryPayload::Config(c) = &e.payload else { return None };
-    let ctx: MemberContext = postcard::from_bytes(&c.change.context).ok()?;
+    let ctx = MemberContext::of(&c.change)?;
     (!ctx.addr.is_empty()).then_some((c.change.node, ctx.addr))
 }
 

@@ -113,7 +113,7 @@ pub fn describe(e: &Entry) -> String {
     let what = match &e.payload {
         EntryPayload::Noop => "no-op".to_owned(),
         EntryPayload::Config(c) => {
-            let ctx: Option<crate::command::MemberContext> = postcard::from_bytes(&c.change.context).ok();
+            let ctx = crate::command::MemberContext::of(&c.change);
             format!(
                 "{:?} {} (addr {:?}) -> {}",
                 c.change.kind,

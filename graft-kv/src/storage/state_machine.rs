@@ -181,7 +181,7 @@ impl StateMachine {
             match &e.payload {
                 EntryPayload::Noop => {}
                 EntryPayload::Config(c) => {
-                    let ctx: MemberContext = postcard::from_bytes(&c.change.context)
+                    let ctx = MemberContext::of(&c.change)
                         .unwrap_or(MemberContext { addr: String::new(), promote: false });
                     let node = c.change.node;
                     match c.change.kind {
