@@ -480,22 +480,6 @@ fn a_state_machine_outside_the_log_is_refused_at_start() {
 
 // ----- §5.3 log replication, §5.4 safety -----
 
-/// Ticks the leader `id` through one heartbeat interval and delivers everything.
-fn heartbeat(net: &mut Network, id: u64) {
-    for _ in 0..net.configs[&id].heartbeat_tick {
-        net.tick(id);
-    }
-    net.deliver_all();
-}
-
-/// Ticks leader `id` through one heartbeat interval and delivers what `pred` allows.
-fn heartbeat_holding(net: &mut Network, id: u64, pred: impl FnMut(&Message) -> bool) {
-    for _ in 0..net.configs[&id].heartbeat_tick {
-        net.tick(id);
-    }
-    net.deliver_while(pred);
-}
-
 fn append_msg(
     from: u64,
     to: u64,

@@ -1,0 +1,142 @@
+//! Paper tests for log compaction (Raft paper §7, thesis chapter 5): a
+//! follower missing entries the leader compacted away gets the leader's
+//! snapshot, and the leader's bookkeeping around the hand-off (the
+//! application reports how the transfer went) decides where replication
+//! resumes. The harness (`util`) checks Log Matching and State Machine
+//! Safety after every delivery round, as in `paper.rs`.
+
+mod util;
+
+use graft_core::progress::ProgressState;
+use graft_core::{ConfState, Message, MessageBody, NodeId, ProgressStatus, Role};
+use util::*;
+
+fn is_snapshot(m: &Message) -> bool {
+    matches!(m.body, MessageBody::Snapshot { .. })
+}
+
+fn progress(net: &Network, leader: NodeId, id: NodeId) -> ProgressStatus {
+    net.node(leader).status().progress.iter().find(|(p, _)| *p == id).map(|(_, p)| *p).unwrap()
+}
+
+/// The first append or snapshot `from` sent `to` at or after `net.sent[mark]`.
+fn first_catch_up(net: &Network, mark: usize, from: NodeId, to: NodeId) -> Option<Message> {
+    net.sent[mark..]
+        .iter()
+        .find(|m| m.from == from && m.to == to && (is_append(m) || is_snapshot(m)))
+        .cloned()
+}
+
+/// Leader 1 of {1, 2, 3} commits ten commands with 2 while 3 is cut off,
+/// then compacts its log through the commit index; 3 comes back and the
+/// leader's next contact offers it the snapshot, which is held in the
+/// queue. Returns the network and the snapshot's index.
+fn follower_needing_a_snapshot() -> (Network, u64) {
+    let mut net = Network::new(&[1, 2, 3], &plain);
+    net.isolate(3);
+    net.elect(1);
+    for i in 0..10 {
+        net.propose(1, &format!("c{i}"));
+    }
+    net.deliver_all();
+    let snap = net.commit(1);
+    assert!(snap >= 11, "the no-op and ten commands committed");
+    net.node_mut(1).storage_mut().compact(snap, ConfState::with_voters([1, 2, 3])).unwrap();
+    net.recover();
+    heartbeat_holding(&mut net, 1, |m| !is_snapshot(m));
+    let offered: Vec<&Message> = net.queue.iter().filter(|m| is_snapshot(m)).collect();
+    assert_eq!(offered.len(), 1, "one snapshot offered to 3: {offered:?}");
+    assert_eq!(offered[0].to, 3);
+    assert_eq!(progress(&net, 1, 3).state, ProgressState::Snapshot { index: snap });
+    (net, snap)
+}
+
+/// §7: "the leader must occasionally send snapshots to followers that lag
+/// behind" because "the leader has already discarded the next log entry
+/// that it needs to send". The follower installs it, discards its log, and
+/// replication continues from the snapshot's end.
+#[test]
+fn a_follower_behind_the_compacted_log_catches_up_from_the_snapshot() {
+    let (mut net, snap) = follower_needing_a_snapshot();
+    net.deliver_all();
+    net.node_mut(1).report_snapshot(3, true);
+    net.propose(1, "after");
+    net.deliver_all();
+    heartbeat(&mut net, 1);
+    assert_eq!(net.node(3).status().first_index, snap + 1, "3's log continues after the snapshot");
+    assert_eq!(net.log(3), net.log(1));
+    assert_eq!(net.commit(3), net.commit(1));
+    assert_eq!(net.applied_commands(3), ["after"], "3 applies only what came after the snapshot");
+    assert_eq!(progress(&net, 1, 3).state, ProgressState::Replicate);
+    assert_eq!(net.role(3), Role::Follower);
+}
+
+/// The application reports the snapshot delivered, but the follower's answer
+/// was lost: the leader probes just after the snapshot (the follower has
+/// it), not from its old match, which would need the compacted entries
+/// and so a second, needless snapshot.
+#[test]
+fn after_a_reported_snapshot_probing_resumes_just_after_it() {
+    let (mut net, snap) = follower_needing_a_snapshot();
+    let offer = net.queue.iter().position(is_snapshot).unwrap();
+    let offer = net.queue.remove(offer).unwrap();
+    net.step(offer);
+    assert_eq!(net.node(3).status().first_index, snap + 1, "3 installed the snapshot");
+    net.discard(|m| m.from == 3 && m.to == 1);
+    net.node_mut(1).report_snapshot(3, true);
+    let p = progress(&net, 1, 3);
+    assert_eq!((p.state, p.next), (ProgressState::Probe, snap + 1));
+    let mark = net.sent.len();
+    heartbeat(&mut net, 1);
+    match first_catch_up(&net, mark, 1, 3).map(|m| m.body) {
+        Some(MessageBody::Append { prev_index, .. }) => assert_eq!(prev_index, snap),
+        other => panic!("expected a probe just after the snapshot, got {other:?}"),
+    }
+    let snapshots = net.sent[mark..].iter().filter(|m| is_snapshot(m)).count();
+    assert_eq!(snapshots, 0, "no second snapshot");
+    assert_eq!(net.log(3), net.log(1));
+    assert_eq!(progress(&net, 1, 3).state, ProgressState::Replicate);
+}
+
+/// The application reports the transfer failed (the stream broke): the
+/// follower may hold nothing of it, so the leader forgets the snapshot's
+/// index and probes from the follower's real match, which, being compacted,
+/// means offering the snapshot again at the next contact, not an append
+/// that assumes the follower has it.
+#[test]
+fn after_a_failed_snapshot_the_leader_offers_it_again() {
+    let (mut net, snap) = follower_needing_a_snapshot();
+    net.discard(is_snapshot);
+    let matched = progress(&net, 1, 3).matched;
+    net.node_mut(1).report_snapshot(3, false);
+    let p = progress(&net, 1, 3);
+    assert_eq!((p.state, p.next), (ProgressState::Probe, matched + 1));
+    let mark = net.sent.len();
+    heartbeat_holding(&mut net, 1, |m| !is_snapshot(m));
+    match first_catch_up(&net, mark, 1, 3) {
+        Some(m) if is_snapshot(&m) => {}
+        other => panic!("expected the snapshot offered again, got {other:?}"),
+    }
+    net.deliver_all();
+    net.node_mut(1).report_snapshot(3, true);
+    heartbeat(&mut net, 1);
+    assert_eq!(net.node(3).status().first_index, snap + 1);
+    assert_eq!(net.log(3), net.log(1));
+}
+
+/// A report about a follower the leader is not sending a snapshot to, or
+/// made to a member that does not lead, changes nothing.
+#[test]
+fn snapshot_reports_outside_a_transfer_change_nothing() {
+    let mut net = Network::new(&[1, 2, 3], &plain);
+    net.elect(1);
+    heartbeat(&mut net, 1);
+    let before = progress(&net, 1, 2);
+    assert_eq!(before.state, ProgressState::Replicate);
+    net.node_mut(1).report_snapshot(2, false);
+    net.node_mut(1).report_snapshot(2, true);
+    let after = progress(&net, 1, 2);
+    assert_eq!((after.state, after.next, after.matched), (before.state, before.next, before.matched));
+    net.node_mut(2).report_snapshot(3, false);
+    assert_eq!(net.role(2), Role::Follower);
+}
