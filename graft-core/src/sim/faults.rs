@@ -38,6 +38,9 @@ impl Sim {
         self.event(format!("conf change {kind:?} {node} at {}: {result:?}", l + 1));
         if accepted {
             self.report.conf_changes += 1;
+            if !self.blocked.is_empty() {
+                self.report.conf_changes_partitioned += 1;
+            }
             if kind == ConfChangeKind::AddVoter {
                 self.last_promoted = Some(node);
             }

@@ -162,13 +162,36 @@ impl SimOptions {
         // so do narrow pipes (a backlog of hundreds of entries then moves a
         // few at a time).
         opts.heal_time += 150 * u64::from(opts.election_tick);
-        let bytes_per_entry = 16;
-        let per_msg =
-            opts.max_entries_per_msg.min((opts.max_bytes_per_msg / bytes_per_entry).max(1) as usize);
-        if per_msg * opts.max_inflight_msgs < 32 {
+        if opts.is_narrow_pipe() {
             opts.heal_time += 30_000;
         }
         opts
+    }
+
+    /// About how many entries one follower's pipe holds at once: entries
+    /// per append (commands are about 16 bytes) times the appends in flight.
+    fn pipe_width(&self) -> u64 {
+        let bytes_per_entry = 16;
+        let per_msg =
+            (self.max_entries_per_msg as u64).min((self.max_bytes_per_msg / bytes_per_entry).max(1));
+        per_msg * self.max_inflight_msgs as u64
+    }
+
+    /// Whether a backlog moves only a few entries per round trip.
+    fn is_narrow_pipe(&self) -> bool {
+        self.pipe_width() < 32
+    }
+
+    /// The extra time after healing that a backlog of `entries` needs
+    /// through a narrow pipe: a round trip (two message delays and a disk
+    /// write, with a tick of slack) per pipe's width of entries. Wide pipes
+    /// need none beyond `heal_time`.
+    fn backlog_time(&self, entries: u64) -> u64 {
+        if !self.is_narrow_pipe() {
+            return 0;
+        }
+        let round_trip = 2 * self.max_delay + 2 * self.disk_delay + TICK;
+        entries * round_trip / self.pipe_width().max(1)
     }
 }
 
@@ -219,6 +242,19 @@ pub struct SimReport {
     pub snapshots: u64,
     /// Membership changes committed... proposed and accepted by a leader.
     pub conf_changes: u64,
+    /// Of those, accepted while a partition was in force.
+    pub conf_changes_partitioned: u64,
+    /// Snapshot transfers whose stream broke (data lost, or delivered but
+    /// reported failed: cut after the last byte, before the acknowledgement).
+    pub snapshots_cut: u64,
+    /// Appends whose commit index was ahead of the last entry they carried
+    /// (a follower learning of commitment beyond what it holds).
+    pub partial_appends: u64,
+    /// Entries members discarded from their logs (divergent suffixes of
+    /// old terms replaced by the leader's).
+    pub truncated_entries: u64,
+    /// The longest suffix one member discarded at once.
+    pub longest_truncation: u64,
 }
 
 /// One member's durable state machine: which entries it applied.
@@ -433,7 +469,10 @@ impl Sim {
             self.step().map_err(|e| self.fail(e))?;
         }
         self.heal();
-        let deadline = self.now + self.opts.heal_time;
+        // A narrow pipe moves a long log slowly, but at a bounded pace.
+        let backlog = self.nodes.iter().filter_map(|n| n.raw.as_ref()).map(|r| r.status().last_index).max();
+        let heal_time = self.opts.heal_time + self.opts.backlog_time(backlog.unwrap_or(0));
+        let deadline = self.now + heal_time;
         let mut final_write: Option<(NodeId, Index)> = None;
         let mut proposed_at = 0;
         loop {
@@ -489,7 +528,7 @@ impl Sim {
                 return Err(self.fail(format!(
                     "liveness: {} time units after healing, the cluster has not converged \
                      (highest acknowledged write {}, final write {:?}): {}; options {:?}",
-                    self.opts.heal_time,
+                    heal_time,
                     self.max_acked,
                     final_write,
                     states.join(", "),

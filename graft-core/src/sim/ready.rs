@@ -11,6 +11,10 @@ use crate::raft::Role;
 
 use super::{entry_hash, fnv, Check, DiskJob, Sim, StateMachine, FNV_OFFSET};
 
+/// The chance that a snapshot stream that delivered its data still breaks
+/// before the sender learns so (the sender reports a failure).
+const SNAPSHOT_CUT_AFTER_DELIVERY: f64 = 0.125;
+
 impl Sim {
     pub(super) fn send(&mut self, m: Message) -> Check {
         // A member grants at most one vote per term, crash or not.
@@ -48,7 +52,19 @@ impl Sim {
         let lost = cut || self.rng.chance(self.opts.drop_rate);
         if data.is_some() {
             let at = self.now + self.rng.range(self.opts.min_delay, self.opts.max_delay + 1);
-            self.snapshot_reports.push((at, m.from, m.to, !lost));
+            // A stream cut mid-way loses the data; one cut after its last
+            // byte, before the acknowledgement, delivers it and still
+            // reports a failure.
+            let ok = !lost && !self.rng.chance(SNAPSHOT_CUT_AFTER_DELIVERY);
+            if !ok {
+                self.report.snapshots_cut += 1;
+            }
+            self.snapshot_reports.push((at, m.from, m.to, ok));
+        }
+        if let MessageBody::Append { prev_index, entries, commit, .. } = &m.body {
+            if *commit > prev_index + entries.len() as u64 {
+                self.report.partial_appends += 1;
+            }
         }
         if lost {
             return Ok(());
@@ -357,6 +373,16 @@ impl Sim {
                     ));
                 }
             }
+        }
+        // A divergent suffix this append replaces, if any.
+        let last = crate::Storage::last_index(raw.storage()).unwrap_or(0);
+        let conflict = entries.iter().find(|e| {
+            e.index <= last && crate::Storage::term(raw.storage(), e.index).is_ok_and(|t| t != e.term)
+        });
+        if let Some(e) = conflict {
+            let discarded = last - e.index + 1;
+            self.report.truncated_entries += discarded;
+            self.report.longest_truncation = self.report.longest_truncation.max(discarded);
         }
         let store = raw.storage_mut();
         store.append(entries).map_err(|e| format!("append on {id}: {e}"))?;
