@@ -85,7 +85,7 @@ mod tests {
         assert_eq!(cli.timeout, Duration::from_millis(500));
         assert_eq!(cli.output, OutputFormat::Json);
         let cmd = cli.command.map(Command::try_from);
-        assert_eq!(cmd, Some(Ok(Command::Get { key: "k".into(), stale: false })));
+        assert_eq!(cmd, Some(Ok(Command::Get { key: "k".into(), stale: false, revision: 0 })));
     }
 
     #[test]

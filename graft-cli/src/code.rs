@@ -43,7 +43,9 @@ impl Code {
                     ClientError::Api(api) => match api {
                         ApiError::KeyTooLarge { .. }
                         | ApiError::ValueTooLarge { .. }
-                        | ApiError::Invalid(_) => Code::Usage,
+                        | ApiError::Invalid(_)
+                        | ApiError::Compacted { .. }
+                        | ApiError::FutureRevision { .. } => Code::Usage,
                         ApiError::NotLeader { .. } | ApiError::Unavailable(_) | ApiError::SessionExpired => {
                             Code::Unavailable
                         }

@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-/// How many keys `scan` lists when `--limit` is not given.
-pub const DEFAULT_SCAN_LIMIT: u32 = 1000;
+pub use crate::txn::DEFAULT_SCAN_LIMIT;
 
 /// How long `verify` runs when `--duration` is not given.
 pub const DEFAULT_VERIFY_DURATION: &str = "30s";
@@ -36,7 +35,9 @@ pub const MAX_VERIFY_KEYS: u32 = 10_000;
 pub enum Expectation {
     /// The current value equals this.
     Value(String),
-    /// The current version equals this (0: the key is absent).
+    /// The key's last write was at this revision (0: the key is absent).
+    ModRevision(u64),
+    /// The key was written this many times since it was created (0: absent).
     Version(u64),
     /// The key is absent.
     Absent,
@@ -51,6 +52,8 @@ pub enum Command {
         key: String,
         /// Read from the first endpoint that answers, from its own state.
         stale: bool,
+        /// Read as the store stood at this revision (0: the latest).
+        revision: u64,
     },
     /// Set a key.
     Put {
@@ -63,6 +66,18 @@ pub enum Command {
     Delete {
         /// The key.
         key: String,
+    },
+    /// Remove every key starting with a prefix, atomically.
+    DeletePrefix {
+        /// The prefix.
+        prefix: String,
+    },
+    /// A multi-key transaction.
+    Txn(graft_kv::protocol::Txn),
+    /// Discard history below a revision.
+    Compact {
+        /// The oldest revision to keep readable.
+        revision: u64,
     },
     /// Set a key if it holds what is expected.
     Cas {
@@ -81,6 +96,8 @@ pub enum Command {
         limit: u32,
         /// Read from the first endpoint that answers, from its own state.
         stale: bool,
+        /// Read as the store stood at this revision (0: the latest).
+        revision: u64,
     },
     /// Describe every member.
     Status,
@@ -130,7 +147,9 @@ impl Command {
         match self {
             Command::Get { .. } => "get",
             Command::Put { .. } => "put",
-            Command::Delete { .. } => "delete",
+            Command::Delete { .. } | Command::DeletePrefix { .. } => "delete",
+            Command::Txn(_) => "txn",
+            Command::Compact { .. } => "compact",
             Command::Cas { .. } => "cas",
             Command::Scan { .. } => "scan",
             Command::Status => "status",
@@ -145,7 +164,15 @@ impl Command {
 
     /// Whether the command changes data (so a failure may leave its outcome unknown).
     pub fn is_write(&self) -> bool {
-        matches!(self, Command::Put { .. } | Command::Delete { .. } | Command::Cas { .. })
+        matches!(
+            self,
+            Command::Put { .. }
+                | Command::Delete { .. }
+                | Command::Cas { .. }
+                | Command::DeletePrefix { .. }
+                | Command::Txn(_)
+                | Command::Compact { .. }
+        )
     }
 
     /// Whether the command changes the membership (so a failure may leave
@@ -170,8 +197,12 @@ pub enum CommandArgs {
         /// a majority
         #[arg(long)]
         stale: bool,
+        /// Read the key as it stood at revision R (refused below the
+        /// compacted revision)
+        #[arg(long, value_name = "R", default_value_t = 0)]
+        revision: u64,
     },
-    /// Set a key to a value; prints the new version
+    /// Set a key to a value; prints the write's revision
     #[command(allow_negative_numbers = true)]
     Put {
         /// The key
@@ -179,23 +210,55 @@ pub enum CommandArgs {
         /// The value
         value: String,
     },
-    /// Remove a key (exit 1 if it was absent)
+    /// Remove a key (exit 1 if it was absent), or with --prefix every key
+    /// starting with PREFIX, atomically (prints how many)
+    #[command(override_usage = "delete KEY\n       delete --prefix PREFIX")]
     Delete {
-        /// The key
+        /// The key, or the prefix with --prefix
         key: String,
+        /// Delete every key starting with the argument
+        #[arg(long)]
+        prefix: bool,
+    },
+    /// Run a transaction: compares, then the success or the failure
+    /// operations, atomically; exit 1 if the compares failed. Read from
+    /// standard input (three sections separated by blank lines) unless
+    /// given with --compare/--success/--failure
+    #[command(long_about = TXN_ABOUT)]
+    Txn {
+        /// A compare, FIELD(KEY) OP VALUE (repeatable)
+        #[arg(long, value_name = "COMPARE")]
+        compare: Vec<String>,
+        /// An operation run if every compare holds (repeatable)
+        #[arg(long, value_name = "OP")]
+        success: Vec<String>,
+        /// An operation run otherwise (repeatable)
+        #[arg(long, value_name = "OP")]
+        failure: Vec<String>,
+    },
+    /// Discard history below revision R: reads and watches at older
+    /// revisions are refused from then on
+    Compact {
+        /// The oldest revision to keep readable
+        revision: u64,
     },
     /// Compare-and-swap: set KEY to NEW if it holds EXPECTED (exit 1 if not)
     #[command(
         allow_negative_numbers = true,
-        override_usage = "cas KEY EXPECTED NEW\n       cas KEY NEW --version V\n       cas KEY NEW --absent"
+        override_usage = "cas KEY EXPECTED NEW\n       cas KEY NEW --mod-revision R\n       cas KEY NEW --version V\n       cas KEY NEW --absent"
     )]
     Cas {
         /// The key
         key: String,
-        /// EXPECTED and NEW; only NEW with --version or --absent
+        /// EXPECTED and NEW; only NEW with --mod-revision, --version or --absent
         #[arg(value_name = "VALUES", num_args = 1..=2, required = true)]
         values: Vec<String>,
-        /// Compare the key's version instead of its value (0: the key is absent)
+        /// Compare the revision of the key's last write instead of its
+        /// value (0: the key is absent)
+        #[arg(long = "mod-revision", value_name = "R", conflicts_with_all = ["absent", "version"])]
+        mod_revision: Option<u64>,
+        /// Compare the key's version, the number of writes since it was
+        /// created (0: the key is absent)
         #[arg(long = "version", value_name = "V", conflicts_with = "absent")]
         version: Option<u64>,
         /// Swap only if the key is absent
@@ -213,6 +276,9 @@ pub enum CommandArgs {
         /// Read from the first endpoint that answers, from its own state
         #[arg(long)]
         stale: bool,
+        /// List the keys as they stood at revision R
+        #[arg(long, value_name = "R", default_value_t = 0)]
+        revision: u64,
     },
     /// Show every member: id, address, role, term, commit and applied
     /// indexes, log size, whether it answers, and the leader
@@ -286,6 +352,29 @@ is shown on standard error.
 
 Exit status: 0 linearizable; 1 not linearizable; 3 cluster unavailable (no
 operation, or fewer than 1 in 10, completed); 4 the checker gave up.";
+
+/// `help txn`: the text form of a transaction.
+const TXN_ABOUT: &str = "\
+Run a transaction atomically, in one log entry: if every compare holds, the
+success operations run, otherwise the failure operations, in order (each
+sees the writes before it). Exit 0 if the compares held, 1 if not.
+
+Without --compare/--success/--failure the transaction is read from
+standard input: compares, a blank line, success operations, a blank line,
+failure operations (as `etcdctl txn` reads them). Words follow shell rules;
+# starts a comment.
+
+  compare:    FIELD(KEY) OP VALUE   FIELD: value, version, create or mod
+                                    OP: =, !=, > or <
+  operation:  get KEY | scan PREFIX [--limit N] | put KEY VALUE
+              | delete KEY | delete --prefix PREFIX
+
+An absent key has version, create and mod revision 0; a value compare on
+an absent key never holds. A branch may not write one key twice. At most
+128 compares and 128 operations per branch.
+
+Example (take a lock if nobody holds it):
+  printf 'mod(lock) = 0\\n\\nput lock me\\n\\nget lock\\n' | graft-cli txn";
 
 /// `help member`: what the `member` commands are for.
 const MEMBER_ABOUT: &str = "\
@@ -367,32 +456,50 @@ impl TryFrom<CommandArgs> for Command {
 
     fn try_from(args: CommandArgs) -> Result<Command, UsageError> {
         Ok(match args {
-            CommandArgs::Get { key, stale } => Command::Get { key, stale },
+            CommandArgs::Get { key, stale, revision } => Command::Get { key, stale, revision },
             CommandArgs::Put { key, value } => Command::Put { key, value },
-            CommandArgs::Delete { key } => Command::Delete { key },
-            CommandArgs::Cas { key, mut values, version, absent } => {
-                let by_value = version.is_none() && !absent;
+            CommandArgs::Delete { key, prefix: false } => Command::Delete { key },
+            CommandArgs::Delete { key, prefix: true } => Command::DeletePrefix { prefix: key },
+            CommandArgs::Txn { compare, success, failure } => {
+                if compare.is_empty() && success.is_empty() && failure.is_empty() {
+                    // Read from standard input by the caller.
+                    Command::Txn(graft_kv::protocol::Txn::default())
+                } else {
+                    let txn = crate::txn::parse_parts(&compare, &success, &failure).map_err(UsageError)?;
+                    txn.validate().map_err(|e| UsageError(e.to_string()))?;
+                    Command::Txn(txn)
+                }
+            }
+            CommandArgs::Compact { revision } => {
+                if revision == 0 {
+                    return Err(UsageError("compact needs a revision above 0".into()));
+                }
+                Command::Compact { revision }
+            }
+            CommandArgs::Cas { key, mut values, mod_revision, version, absent } => {
+                let by_value = mod_revision.is_none() && version.is_none() && !absent;
                 let wanted = if by_value { 2 } else { 1 };
                 if values.len() != wanted {
                     return Err(UsageError(format!(
-                        "cas takes KEY EXPECTED NEW, or KEY NEW with --version V or --absent (got {} value{} after the key)",
+                        "cas takes KEY EXPECTED NEW, or KEY NEW with --mod-revision R, --version V or --absent (got {} value{} after the key)",
                         values.len(),
                         if values.len() == 1 { "" } else { "s" }
                     )));
                 }
                 let new = values.pop().unwrap_or_default();
-                let expect = match (version, absent) {
-                    (Some(v), _) => Expectation::Version(v),
-                    (None, true) => Expectation::Absent,
-                    (None, false) => Expectation::Value(values.pop().unwrap_or_default()),
+                let expect = match (mod_revision, version, absent) {
+                    (Some(r), _, _) => Expectation::ModRevision(r),
+                    (None, Some(v), _) => Expectation::Version(v),
+                    (None, None, true) => Expectation::Absent,
+                    (None, None, false) => Expectation::Value(values.pop().unwrap_or_default()),
                 };
                 Command::Cas { key, expect, new }
             }
-            CommandArgs::Scan { prefix, limit, stale } => {
+            CommandArgs::Scan { prefix, limit, stale, revision } => {
                 if limit == 0 {
                     return Err(UsageError("scan --limit must be at least 1".into()));
                 }
-                Command::Scan { prefix, limit, stale }
+                Command::Scan { prefix, limit, stale, revision }
             }
             CommandArgs::Status => Command::Status,
             CommandArgs::Leader { action: LeaderArgs::Transfer { id } } => Command::LeaderTransfer { to: id },
@@ -583,11 +690,22 @@ mod tests {
 
     #[test]
     fn every_command() {
-        assert_eq!(run("get k"), Command::Get { key: s("k"), stale: false });
-        assert_eq!(run("get k --stale"), Command::Get { key: s("k"), stale: true });
-        assert_eq!(run("get --stale k"), Command::Get { key: s("k"), stale: true });
+        assert_eq!(run("get k"), Command::Get { key: s("k"), stale: false, revision: 0 });
+        assert_eq!(run("get k --stale"), Command::Get { key: s("k"), stale: true, revision: 0 });
+        assert_eq!(run("get --stale k"), Command::Get { key: s("k"), stale: true, revision: 0 });
+        assert_eq!(run("get k --revision 12"), Command::Get { key: s("k"), stale: false, revision: 12 });
         assert_eq!(run("put k v"), Command::Put { key: s("k"), value: s("v") });
         assert_eq!(run("delete k"), Command::Delete { key: s("k") });
+        assert_eq!(run("delete --prefix a/"), Command::DeletePrefix { prefix: s("a/") });
+        assert_eq!(run("compact 40"), Command::Compact { revision: 40 });
+        assert_eq!(
+            run("cas k new --mod-revision 7"),
+            Command::Cas { key: s("k"), expect: Expectation::ModRevision(7), new: s("new") }
+        );
+        let txn = run("txn --compare 'mod(k) = 0' --success 'put k v' --failure 'get k'");
+        let Command::Txn(t) = txn else { panic!("not a txn: {txn:?}") };
+        assert_eq!((t.compare.len(), t.success.len(), t.failure.len()), (1, 1, 1));
+        assert_eq!(run("txn"), Command::Txn(graft_kv::protocol::Txn::default()), "read from standard input");
         assert_eq!(
             run("cas k old new"),
             Command::Cas { key: s("k"), expect: Expectation::Value(s("old")), new: s("new") }
@@ -606,13 +724,16 @@ mod tests {
         );
         assert_eq!(
             run("scan user/"),
-            Command::Scan { prefix: s("user/"), limit: DEFAULT_SCAN_LIMIT, stale: false }
+            Command::Scan { prefix: s("user/"), limit: DEFAULT_SCAN_LIMIT, stale: false, revision: 0 }
         );
         assert_eq!(
-            run("scan user/ --limit 5 --stale"),
-            Command::Scan { prefix: s("user/"), limit: 5, stale: true }
+            run("scan user/ --limit 5 --stale --revision 3"),
+            Command::Scan { prefix: s("user/"), limit: 5, stale: true, revision: 3 }
         );
-        assert_eq!(run("scan"), Command::Scan { prefix: s(""), limit: DEFAULT_SCAN_LIMIT, stale: false });
+        assert_eq!(
+            run("scan"),
+            Command::Scan { prefix: s(""), limit: DEFAULT_SCAN_LIMIT, stale: false, revision: 0 }
+        );
         assert_eq!(run("status"), Command::Status);
         assert_eq!(run("leader transfer 3"), Command::LeaderTransfer { to: 3 });
         assert_eq!(run("member list"), Command::MemberList);
@@ -728,7 +849,7 @@ mod tests {
             run("cas temp -5 -6"),
             Command::Cas { key: s("temp"), expect: Expectation::Value(s("-5")), new: s("-6") }
         );
-        assert_eq!(run("get -- --odd-key"), Command::Get { key: s("--odd-key"), stale: false });
+        assert_eq!(run("get -- --odd-key"), Command::Get { key: s("--odd-key"), stale: false, revision: 0 });
     }
 
     #[test]

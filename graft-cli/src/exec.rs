@@ -13,7 +13,7 @@ use std::io::IsTerminal;
 
 use anyhow::Context;
 use bytes::Bytes;
-use graft_kv::protocol::{Consistency, Expect, MemberInfo, MemberStatus, Versioned};
+use graft_kv::protocol::{Consistency, Expect, KeyValue, MemberInfo, MemberStatus, Txn, TxnResponse};
 use graft_kv::{Client, ClientError};
 
 use crate::code::{ChangeOutcomeUnknown, Code, NoMemberAnswered};
@@ -36,38 +36,63 @@ pub enum Outcome {
     Got {
         /// The key.
         key: String,
-        /// Its value and version.
-        found: Option<Versioned>,
+        /// Its record.
+        found: Option<KeyValue>,
+        /// The revision read.
+        revision: u64,
     },
-    /// `put`: the new version.
+    /// `put`: the write's revision.
     Put {
         /// The key.
         key: String,
-        /// The log index of the write.
-        version: u64,
+        /// The revision of the write.
+        revision: u64,
     },
-    /// `delete`: the version the key had, if it existed.
+    /// `delete`: the key's record before, if it existed.
     Deleted {
         /// The key.
         key: String,
-        /// Its version before the delete.
-        previous: Option<u64>,
+        /// Its record before the delete.
+        previous: Option<KeyValue>,
     },
-    /// `cas`: whether it swapped, and the key's value afterwards.
+    /// `delete --prefix`: how many keys went.
+    DeletedPrefix {
+        /// The prefix.
+        prefix: String,
+        /// How many keys were deleted.
+        deleted: u64,
+        /// The revision of the write.
+        revision: u64,
+    },
+    /// `cas`: whether it swapped, and the key afterwards.
     Cas {
         /// The key.
         key: String,
         /// Whether the value was replaced.
         swapped: bool,
-        /// The value after the operation (the new one if swapped).
-        current: Option<Versioned>,
+        /// The key after the operation (the new record if swapped).
+        current: Option<KeyValue>,
     },
     /// `scan`: matching keys in key order.
     Scanned {
         /// The prefix asked for.
         prefix: String,
-        /// Keys and values.
-        items: Vec<(Bytes, Versioned)>,
+        /// Keys and their records.
+        items: Vec<(Bytes, KeyValue)>,
+        /// The revision read.
+        revision: u64,
+    },
+    /// `txn`: which branch ran and what each operation did.
+    Txn {
+        /// The transaction (its operations label the results).
+        txn: Box<Txn>,
+        /// The outcome.
+        response: TxnResponse,
+    },
+    /// `compact`: the new compaction point.
+    Compacted {
+        /// The oldest revision still readable.
+        revision: u64,
     },
     /// `status`: every member.
     Status(StatusReport),
@@ -108,6 +133,7 @@ impl Outcome {
             Outcome::Got { found: None, .. }
             | Outcome::Deleted { previous: None, .. }
             | Outcome::Cas { swapped: false, .. } => Code::NoMatch,
+            Outcome::Txn { response, .. } if !response.succeeded => Code::NoMatch,
             Outcome::Verified(report) => report.code(),
             _ => Code::Ok,
         }
@@ -181,25 +207,41 @@ impl Executor {
         let c = &self.client;
         let consistency = |stale: bool| if stale { Consistency::Stale } else { Consistency::Linearizable };
         Ok(match cmd {
-            Command::Get { key, stale } => {
-                let found = c
-                    .get_with(key.clone(), consistency(*stale))
+            Command::Get { key, stale, revision } => {
+                let (found, revision) = c
+                    .get_at(key.clone(), consistency(*stale), *revision)
                     .await
                     .with_context(|| format!("get {key}"))?;
-                Outcome::Got { key: key.clone(), found }
+                Outcome::Got { key: key.clone(), found, revision }
             }
             Command::Put { key, value } => {
-                let version =
+                let revision =
                     c.put(key.clone(), value.clone()).await.with_context(|| format!("put {key}"))?;
-                Outcome::Put { key: key.clone(), version }
+                Outcome::Put { key: key.clone(), revision }
             }
             Command::Delete { key } => {
                 let previous = c.delete(key.clone()).await.with_context(|| format!("delete {key}"))?;
                 Outcome::Deleted { key: key.clone(), previous }
             }
+            Command::DeletePrefix { prefix } => {
+                let (deleted, revision) = c
+                    .delete_prefix(prefix.clone())
+                    .await
+                    .with_context(|| format!("delete --prefix {prefix}"))?;
+                Outcome::DeletedPrefix { prefix: prefix.clone(), deleted, revision }
+            }
+            Command::Txn(txn) => {
+                let response = c.txn(txn.clone()).await.context("txn")?;
+                Outcome::Txn { txn: Box::new(txn.clone()), response }
+            }
+            Command::Compact { revision } => {
+                let revision = c.compact(*revision).await.with_context(|| format!("compact {revision}"))?;
+                Outcome::Compacted { revision }
+            }
             Command::Cas { key, expect, new } => {
                 let expect = match expect {
                     Expectation::Value(v) => Expect::Value(Some(Bytes::from(v.clone()))),
+                    Expectation::ModRevision(r) => Expect::ModRevision(*r),
                     Expectation::Version(v) => Expect::Version(*v),
                     Expectation::Absent => Expect::Value(None),
                 };
@@ -207,12 +249,12 @@ impl Executor {
                     c.cas(key.clone(), expect, new.clone()).await.with_context(|| format!("cas {key}"))?;
                 Outcome::Cas { key: key.clone(), swapped, current }
             }
-            Command::Scan { prefix, limit, stale } => {
-                let items = c
-                    .scan(prefix.clone(), *limit, consistency(*stale))
+            Command::Scan { prefix, limit, stale, revision } => {
+                let (items, revision) = c
+                    .scan_at(prefix.clone(), *limit, consistency(*stale), *revision)
                     .await
                     .with_context(|| format!("scan {prefix}"))?;
-                Outcome::Scanned { prefix: prefix.clone(), items }
+                Outcome::Scanned { prefix: prefix.clone(), items, revision }
             }
             Command::Status => Outcome::Status(build_report(self.survey().await.context("status")?)),
             Command::LeaderTransfer { to } => {
@@ -396,6 +438,7 @@ mod tests {
             applied: 9,
             first_index: 1,
             last_index: 10,
+            compacted: 0,
             members: (1..=3).map(|i| MemberInfo { id: i, addr: format!("h:{i}"), voter: true }).collect(),
         }
     }
@@ -548,16 +591,29 @@ mod tests {
 
     #[test]
     fn outcomes_that_exit_one() {
-        let v = Some(Versioned { value: Bytes::from("x"), version: 3 });
-        assert_eq!(Outcome::Got { key: "k".into(), found: None }.code(), Code::NoMatch);
-        assert_eq!(Outcome::Got { key: "k".into(), found: v.clone() }.code(), Code::Ok);
+        let v = Some(KeyValue {
+            value: Bytes::from("x"),
+            create_revision: 3,
+            mod_revision: 3,
+            version: 1,
+            lease: 0,
+        });
+        assert_eq!(Outcome::Got { key: "k".into(), found: None, revision: 4 }.code(), Code::NoMatch);
+        assert_eq!(Outcome::Got { key: "k".into(), found: v.clone(), revision: 4 }.code(), Code::Ok);
         assert_eq!(Outcome::Deleted { key: "k".into(), previous: None }.code(), Code::NoMatch);
-        assert_eq!(Outcome::Deleted { key: "k".into(), previous: Some(3) }.code(), Code::Ok);
+        assert_eq!(Outcome::Deleted { key: "k".into(), previous: v.clone() }.code(), Code::Ok);
         assert_eq!(
             Outcome::Cas { key: "k".into(), swapped: false, current: v.clone() }.code(),
             Code::NoMatch
         );
         assert_eq!(Outcome::Cas { key: "k".into(), swapped: true, current: v }.code(), Code::Ok);
-        assert_eq!(Outcome::Scanned { prefix: "".into(), items: vec![] }.code(), Code::Ok);
+        let txn = |succeeded| Outcome::Txn {
+            txn: Box::default(),
+            response: graft_kv::protocol::TxnResponse { succeeded, results: vec![], revision: 5 },
+        };
+        assert_eq!(txn(true).code(), Code::Ok);
+        assert_eq!(txn(false).code(), Code::NoMatch, "the compares failed");
+        assert_eq!(Outcome::DeletedPrefix { prefix: "p".into(), deleted: 0, revision: 5 }.code(), Code::Ok);
+        assert_eq!(Outcome::Scanned { prefix: "".into(), items: vec![], revision: 4 }.code(), Code::Ok);
     }
 }

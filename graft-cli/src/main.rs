@@ -17,6 +17,7 @@ mod exec;
 mod output;
 mod repl;
 mod runner;
+mod txn;
 mod verify;
 
 use std::io::IsTerminal;
@@ -51,12 +52,34 @@ fn run() -> anyhow::Result<Code> {
     let runner = Runner::new(endpoints, args.timeout, args.output)?;
     match args.command {
         Some(cmd) => {
-            let parsed = Command::try_from(cmd).map(Parsed::Run);
+            let parsed = Command::try_from(cmd).and_then(txn_from_stdin).map(Parsed::Run);
             match runner.handle(parsed, "graft-cli: ", false) {
                 Step::Continue(code) | Step::Stop(code) => Ok(code),
             }
         }
         None if std::io::stdin().is_terminal() => repl::run(&runner),
         None => batch::run(&runner, std::io::stdin().lock()),
+    }
+}
+
+/// A one-shot `txn` without --compare/--success/--failure reads its
+/// transaction from standard input.
+fn txn_from_stdin(cmd: Command) -> Result<Command, UsageError> {
+    match cmd {
+        Command::Txn(t) if t == graft_kv::protocol::Txn::default() => {
+            if std::io::stdin().is_terminal() {
+                eprintln!(
+                    "graft-cli: reading the transaction: compares, a blank line, success operations, \
+                     a blank line, failure operations; end with Ctrl+D"
+                );
+            }
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map_err(|e| UsageError(format!("txn: reading standard input: {e}")))?;
+            let txn = txn::parse_text(&text).map_err(|e| UsageError(format!("txn: {e}")))?;
+            txn.validate().map_err(|e| UsageError(format!("txn: {e}")))?;
+            Ok(Command::Txn(txn))
+        }
+        other => Ok(other),
     }
 }

@@ -1,8 +1,12 @@
 //! Every answer's text, plain and JSON, in one place.
 //!
-//! Plain: `get` prints the value's bytes as they are; `put` the new version;
-//! `delete` the word `deleted`; `cas` `swapped (version N)` or
-//! `not swapped: ...`; `scan` `KEY<TAB>VALUE` lines; `status` a table;
+//! Plain: `get` prints the value's bytes as they are; `put` the write's
+//! revision; `delete` the word `deleted` (`delete --prefix` `deleted N
+//! keys`); `cas` `swapped (revision N)` or `not swapped: ...`; `scan`
+//! `KEY<TAB>VALUE` lines; `txn` `succeeded` or `failed` then one line per
+//! operation (a read prints its value, or `KEY<TAB>VALUE` lines for a scan;
+//! a write `put KEY`, `deleted KEY`, `KEY was absent` or `deleted N keys`);
+//! `compact` `compacted: revisions below R are gone`; `status` a table;
 //! `leader transfer` `leader is now member N`; `member list` a table;
 //! `member add` `member N added as learner[ (promoted to voter once caught
 //! up)]`, `member remove` `member N removed`, `member promote` `member N
@@ -18,7 +22,7 @@
 
 use base64::Engine;
 use bytes::Bytes;
-use graft_kv::protocol::Versioned;
+use graft_kv::protocol::{KeyValue, TxnOp, TxnOpResult};
 use serde_json::{json, Map, Value};
 
 use crate::cli::OutputFormat;
@@ -53,7 +57,7 @@ pub fn render_help(format: OutputFormat, text: &str) -> Vec<u8> {
 /// delete.
 pub fn notes(outcome: &Outcome) -> Vec<String> {
     match outcome {
-        Outcome::Got { key, found: None } | Outcome::Deleted { key, previous: None } => {
+        Outcome::Got { key, found: None, .. } | Outcome::Deleted { key, previous: None } => {
             vec![format!("key not found: {key}")]
         }
         Outcome::Verified(report) => {
@@ -104,30 +108,37 @@ fn plain(outcome: &Outcome) -> Vec<u8> {
             out.push(b'\n');
         }
         Outcome::Got { found: None, .. } | Outcome::Deleted { previous: None, .. } => {}
-        Outcome::Put { version, .. } => out.extend_from_slice(format!("{version}\n").as_bytes()),
+        Outcome::Put { revision, .. } => out.extend_from_slice(format!("{revision}\n").as_bytes()),
         Outcome::Deleted { previous: Some(_), .. } => out.extend_from_slice(b"deleted\n"),
+        Outcome::DeletedPrefix { deleted, .. } => {
+            out.extend_from_slice(format!("deleted {}\n", plural(*deleted, "key")).as_bytes())
+        }
         Outcome::Cas { swapped: true, current, .. } => {
-            let version = current.as_ref().map_or(0, |v| v.version);
-            out.extend_from_slice(format!("swapped (version {version})\n").as_bytes());
+            let revision = current.as_ref().map_or(0, |v| v.mod_revision);
+            out.extend_from_slice(format!("swapped (revision {revision})\n").as_bytes());
         }
         Outcome::Cas { swapped: false, current: None, .. } => {
             out.extend_from_slice(b"not swapped: the key is absent\n")
         }
         Outcome::Cas { swapped: false, current: Some(v), .. } => out.extend_from_slice(
             format!(
-                "not swapped: the value is {:?} (version {})\n",
+                "not swapped: the value is {:?} (mod revision {}, version {})\n",
                 String::from_utf8_lossy(&v.value),
+                v.mod_revision,
                 v.version
             )
             .as_bytes(),
         ),
-        Outcome::Scanned { items, .. } => {
-            for (key, v) in items {
-                out.extend_from_slice(key);
-                out.push(b'\t');
-                out.extend_from_slice(&v.value);
-                out.push(b'\n');
+        Outcome::Scanned { items, .. } => scan_lines(&mut out, items),
+        Outcome::Txn { txn, response } => {
+            out.extend_from_slice(if response.succeeded { b"succeeded\n" } else { b"failed\n" });
+            let ops = if response.succeeded { &txn.success } else { &txn.failure };
+            for (op, result) in ops.iter().zip(&response.results) {
+                txn_line(&mut out, op, result);
             }
+        }
+        Outcome::Compacted { revision } => {
+            out.extend_from_slice(format!("compacted: revisions below {revision} are gone\n").as_bytes())
         }
         Outcome::Status(report) => out.extend_from_slice(status_table(report).as_bytes()),
         Outcome::Transferred { to } => {
@@ -302,11 +313,84 @@ fn put_bytes(obj: &mut Map<String, Value>, name: &str, bytes: &Bytes) {
     };
 }
 
-fn versioned(v: &Versioned) -> Value {
-    let mut obj = Map::new();
-    put_bytes(&mut obj, "value", &v.value);
+fn scan_lines(out: &mut Vec<u8>, items: &[(Bytes, KeyValue)]) {
+    for (key, v) in items {
+        out.extend_from_slice(key);
+        out.push(b'\t');
+        out.extend_from_slice(&v.value);
+        out.push(b'\n');
+    }
+}
+
+/// One operation's line(s) of a transaction's plain output.
+fn txn_line(out: &mut Vec<u8>, op: &TxnOp, result: &TxnOpResult) {
+    let key = |k: &Bytes| String::from_utf8_lossy(k).into_owned();
+    match (op, result) {
+        (_, TxnOpResult::Get(Some(v))) => {
+            out.extend_from_slice(&v.value);
+            out.push(b'\n');
+        }
+        (TxnOp::Get { key: k }, TxnOpResult::Get(None)) => {
+            out.extend_from_slice(format!("{} is absent\n", key(k)).as_bytes())
+        }
+        (_, TxnOpResult::Scan(items)) => scan_lines(out, items),
+        (TxnOp::Put { key: k, .. }, TxnOpResult::Put { .. }) => {
+            out.extend_from_slice(format!("put {}\n", key(k)).as_bytes())
+        }
+        (TxnOp::Delete { key: k }, TxnOpResult::Delete { previous }) => {
+            let line = match previous {
+                Some(_) => format!("deleted {}\n", key(k)),
+                None => format!("{} was absent\n", key(k)),
+            };
+            out.extend_from_slice(line.as_bytes())
+        }
+        (_, TxnOpResult::DeletePrefix { deleted }) => {
+            out.extend_from_slice(format!("deleted {}\n", plural(*deleted, "key")).as_bytes())
+        }
+        // A result that does not match its operation cannot come from a
+        // member; show it as it is.
+        (_, other) => out.extend_from_slice(format!("{other:?}\n").as_bytes()),
+    }
+}
+
+/// A key's record as JSON: its value and revisions.
+fn record(obj: &mut Map<String, Value>, v: &KeyValue) {
+    put_bytes(obj, "value", &v.value);
+    obj.insert("create_revision".into(), Value::from(v.create_revision));
+    obj.insert("mod_revision".into(), Value::from(v.mod_revision));
     obj.insert("version".into(), Value::from(v.version));
+}
+
+fn record_json(v: &KeyValue) -> Value {
+    let mut obj = Map::new();
+    record(&mut obj, v);
     Value::Object(obj)
+}
+
+fn items_json(items: &[(Bytes, KeyValue)]) -> Value {
+    let items = items
+        .iter()
+        .map(|(k, v)| {
+            let mut item = Map::new();
+            put_bytes(&mut item, "key", k);
+            record(&mut item, v);
+            Value::Object(item)
+        })
+        .collect();
+    Value::Array(items)
+}
+
+fn txn_result_json(result: &TxnOpResult) -> Value {
+    let opt = |v: &Option<KeyValue>| v.as_ref().map_or(Value::Null, record_json);
+    match result {
+        TxnOpResult::Get(v) => json!({"op": "get", "found": v.is_some(), "kv": opt(v)}),
+        TxnOpResult::Scan(items) => json!({"op": "scan", "items": items_json(items)}),
+        TxnOpResult::Put { previous } => json!({"op": "put", "previous": opt(previous)}),
+        TxnOpResult::Delete { previous } => {
+            json!({"op": "delete", "deleted": previous.is_some(), "previous": opt(previous)})
+        }
+        TxnOpResult::DeletePrefix { deleted } => json!({"op": "delete prefix", "deleted": deleted}),
+    }
 }
 
 fn json_outcome(outcome: &Outcome) -> Value {
@@ -315,9 +399,11 @@ fn json_outcome(outcome: &Outcome) -> Value {
     let name = match outcome {
         Outcome::Got { .. } => "get",
         Outcome::Put { .. } => "put",
-        Outcome::Deleted { .. } => "delete",
+        Outcome::Deleted { .. } | Outcome::DeletedPrefix { .. } => "delete",
         Outcome::Cas { .. } => "cas",
         Outcome::Scanned { .. } => "scan",
+        Outcome::Txn { .. } => "txn",
+        Outcome::Compacted { .. } => "compact",
         Outcome::Status(_) => "status",
         Outcome::Transferred { .. } => "leader transfer",
         Outcome::Members(_) => "member list",
@@ -330,41 +416,45 @@ fn json_outcome(outcome: &Outcome) -> Value {
     obj.insert("ok".into(), Value::from(code == Code::Ok));
     obj.insert("exit".into(), Value::from(code.as_u8()));
     match outcome {
-        Outcome::Got { key, found } => {
+        Outcome::Got { key, found, revision } => {
             obj.insert("key".into(), Value::from(key.as_str()));
             obj.insert("found".into(), Value::from(found.is_some()));
+            obj.insert("revision".into(), Value::from(*revision));
             if let Some(v) = found {
-                put_bytes(&mut obj, "value", &v.value);
-                obj.insert("version".into(), Value::from(v.version));
+                record(&mut obj, v);
             }
         }
-        Outcome::Put { key, version } => {
+        Outcome::Put { key, revision } => {
             obj.insert("key".into(), Value::from(key.as_str()));
-            obj.insert("version".into(), Value::from(*version));
+            obj.insert("revision".into(), Value::from(*revision));
         }
         Outcome::Deleted { key, previous } => {
             obj.insert("key".into(), Value::from(key.as_str()));
             obj.insert("deleted".into(), Value::from(previous.is_some()));
-            obj.insert("previous_version".into(), previous.map_or(Value::Null, Value::from));
+            obj.insert("previous".into(), previous.as_ref().map_or(Value::Null, record_json));
+        }
+        Outcome::DeletedPrefix { prefix, deleted, revision } => {
+            obj.insert("prefix".into(), Value::from(prefix.as_str()));
+            obj.insert("deleted".into(), Value::from(*deleted));
+            obj.insert("revision".into(), Value::from(*revision));
         }
         Outcome::Cas { key, swapped, current } => {
             obj.insert("key".into(), Value::from(key.as_str()));
             obj.insert("swapped".into(), Value::from(*swapped));
-            obj.insert("current".into(), current.as_ref().map_or(Value::Null, versioned));
+            obj.insert("current".into(), current.as_ref().map_or(Value::Null, record_json));
         }
-        Outcome::Scanned { prefix, items } => {
+        Outcome::Scanned { prefix, items, revision } => {
             obj.insert("prefix".into(), Value::from(prefix.as_str()));
-            let items = items
-                .iter()
-                .map(|(k, v)| {
-                    let mut item = Map::new();
-                    put_bytes(&mut item, "key", k);
-                    put_bytes(&mut item, "value", &v.value);
-                    item.insert("version".into(), Value::from(v.version));
-                    Value::Object(item)
-                })
-                .collect();
-            obj.insert("items".into(), Value::Array(items));
+            obj.insert("revision".into(), Value::from(*revision));
+            obj.insert("items".into(), items_json(items));
+        }
+        Outcome::Txn { response, .. } => {
+            obj.insert("succeeded".into(), Value::from(response.succeeded));
+            obj.insert("revision".into(), Value::from(response.revision));
+            obj.insert("results".into(), response.results.iter().map(txn_result_json).collect());
+        }
+        Outcome::Compacted { revision } => {
+            obj.insert("compacted".into(), Value::from(*revision));
         }
         Outcome::Status(report) => {
             obj.insert("leader".into(), leader_json(report.leader.as_ref()));
@@ -469,8 +559,15 @@ mod tests {
     use crate::exec::{ListedMember, MemberRow};
     use graft_kv::protocol::{MemberInfo, MemberStatus};
 
-    fn v(value: &'static [u8], version: u64) -> Versioned {
-        Versioned { value: Bytes::from_static(value), version }
+    /// A record last written at `m`, created at `m - 1` (version 2).
+    fn v(value: &'static [u8], m: u64) -> KeyValue {
+        KeyValue {
+            value: Bytes::from_static(value),
+            create_revision: m - 1,
+            mod_revision: m,
+            version: 2,
+            lease: 0,
+        }
     }
 
     fn plain_text(o: &Outcome) -> String {
@@ -483,29 +580,78 @@ mod tests {
         serde_json::from_slice(&line).expect("valid json")
     }
 
+    fn got(found: Option<KeyValue>) -> Outcome {
+        Outcome::Got { key: "k".into(), found, revision: 20 }
+    }
+
+    fn sample_txn() -> Outcome {
+        use graft_kv::protocol::{Txn, TxnResponse};
+        let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+        let txn = Txn {
+            compare: vec![],
+            success: vec![
+                TxnOp::Get { key: b("a") },
+                TxnOp::Get { key: b("gone") },
+                TxnOp::Put { key: b("b"), value: b("2") },
+                TxnOp::Delete { key: b("c") },
+                TxnOp::DeletePrefix { prefix: b("d/") },
+                TxnOp::Scan { prefix: b("e/"), limit: 10 },
+            ],
+            failure: vec![],
+        };
+        let response = TxnResponse {
+            succeeded: true,
+            results: vec![
+                TxnOpResult::Get(Some(v(b"one", 5))),
+                TxnOpResult::Get(None),
+                TxnOpResult::Put { previous: None },
+                TxnOpResult::Delete { previous: None },
+                TxnOpResult::DeletePrefix { deleted: 3 },
+                TxnOpResult::Scan(vec![(b("e/1"), v(b"x", 4))]),
+            ],
+            revision: 30,
+        };
+        Outcome::Txn { txn: Box::new(txn), response }
+    }
+
     #[test]
     fn plain_answers() {
+        assert_eq!(plain_text(&got(Some(v(b"hello world", 4)))), "hello world\n");
+        assert_eq!(plain_text(&got(None)), "");
+        assert_eq!(plain_text(&Outcome::Put { key: "k".into(), revision: 12 }), "12\n");
         assert_eq!(
-            plain_text(&Outcome::Got { key: "k".into(), found: Some(v(b"hello world", 4)) }),
-            "hello world\n"
+            plain_text(&Outcome::Deleted { key: "k".into(), previous: Some(v(b"x", 3)) }),
+            "deleted\n"
         );
-        assert_eq!(plain_text(&Outcome::Got { key: "k".into(), found: None }), "");
-        assert_eq!(plain_text(&Outcome::Put { key: "k".into(), version: 12 }), "12\n");
-        assert_eq!(plain_text(&Outcome::Deleted { key: "k".into(), previous: Some(3) }), "deleted\n");
+        assert_eq!(
+            plain_text(&Outcome::DeletedPrefix { prefix: "a/".into(), deleted: 2, revision: 9 }),
+            "deleted 2 keys\n"
+        );
         assert_eq!(
             plain_text(&Outcome::Cas { key: "k".into(), swapped: true, current: Some(v(b"n", 9)) }),
-            "swapped (version 9)\n"
+            "swapped (revision 9)\n"
         );
         assert_eq!(
             plain_text(&Outcome::Cas { key: "k".into(), swapped: false, current: Some(v(b"x y", 5)) }),
-            "not swapped: the value is \"x y\" (version 5)\n"
+            "not swapped: the value is \"x y\" (mod revision 5, version 2)\n"
         );
         assert_eq!(
             plain_text(&Outcome::Cas { key: "k".into(), swapped: false, current: None }),
             "not swapped: the key is absent\n"
         );
         let items = vec![(Bytes::from("a/1"), v(b"one", 2)), (Bytes::from("a/2"), v(b"two", 3))];
-        assert_eq!(plain_text(&Outcome::Scanned { prefix: "a/".into(), items }), "a/1\tone\na/2\ttwo\n");
+        assert_eq!(
+            plain_text(&Outcome::Scanned { prefix: "a/".into(), items, revision: 7 }),
+            "a/1\tone\na/2\ttwo\n"
+        );
+        assert_eq!(
+            plain_text(&sample_txn()),
+            "succeeded\none\ngone is absent\nput b\nc was absent\ndeleted 3 keys\ne/1\tx\n"
+        );
+        assert_eq!(
+            plain_text(&Outcome::Compacted { revision: 40 }),
+            "compacted: revisions below 40 are gone\n"
+        );
         assert_eq!(plain_text(&Outcome::Transferred { to: 2 }), "leader is now member 2\n");
         assert_eq!(
             plain_text(&Outcome::MemberAdded { id: 4, addr: "h:4".into(), promote: true }),
@@ -521,26 +667,51 @@ mod tests {
 
     #[test]
     fn plain_get_keeps_bytes() {
-        let o = Outcome::Got { key: "k".into(), found: Some(v(b"\xff\x00b", 1)) };
+        let o = got(Some(v(b"\xff\x00b", 1)));
         assert_eq!(render(OutputFormat::Plain, &o), b"\xff\x00b\n");
     }
 
     #[test]
     fn json_answers() {
-        let j = json_of(&Outcome::Got { key: "k".into(), found: Some(v(b"hi", 4)) });
+        let j = json_of(&got(Some(v(b"hi", 4))));
         assert_eq!(
             j,
-            json!({"command": "get", "ok": true, "exit": 0, "key": "k", "found": true, "value": "hi", "version": 4})
+            json!({"command": "get", "ok": true, "exit": 0, "key": "k", "found": true, "value": "hi",
+                   "create_revision": 3, "mod_revision": 4, "version": 2, "revision": 20})
         );
-        let j = json_of(&Outcome::Got { key: "k".into(), found: None });
-        assert_eq!(j, json!({"command": "get", "ok": false, "exit": 1, "key": "k", "found": false}));
+        let j = json_of(&got(None));
+        assert_eq!(
+            j,
+            json!({"command": "get", "ok": false, "exit": 1, "key": "k", "found": false, "revision": 20})
+        );
         let j = json_of(&Outcome::Cas { key: "k".into(), swapped: false, current: Some(v(b"x", 5)) });
-        assert_eq!(j["current"], json!({"value": "x", "version": 5}));
+        assert_eq!(
+            j["current"],
+            json!({"value": "x", "create_revision": 4, "mod_revision": 5, "version": 2})
+        );
         assert_eq!((j["swapped"].clone(), j["exit"].clone()), (json!(false), json!(1)));
-        let j = json_of(&Outcome::Deleted { key: "k".into(), previous: Some(7) });
-        assert_eq!((j["deleted"].clone(), j["previous_version"].clone()), (json!(true), json!(7)));
-        let j = json_of(&Outcome::Put { key: "k".into(), version: 8 });
-        assert_eq!(j, json!({"command": "put", "ok": true, "exit": 0, "key": "k", "version": 8}));
+        let j = json_of(&Outcome::Deleted { key: "k".into(), previous: Some(v(b"x", 7)) });
+        assert_eq!((j["deleted"].clone(), j["previous"]["mod_revision"].clone()), (json!(true), json!(7)));
+        let j = json_of(&Outcome::Put { key: "k".into(), revision: 8 });
+        assert_eq!(j, json!({"command": "put", "ok": true, "exit": 0, "key": "k", "revision": 8}));
+        let j = json_of(&Outcome::DeletedPrefix { prefix: "a/".into(), deleted: 2, revision: 9 });
+        assert_eq!(
+            j,
+            json!({"command": "delete", "ok": true, "exit": 0, "prefix": "a/", "deleted": 2, "revision": 9})
+        );
+        let j = json_of(&sample_txn());
+        assert_eq!(
+            (j["command"].clone(), j["succeeded"].clone(), j["revision"].clone()),
+            (json!("txn"), json!(true), json!(30))
+        );
+        assert_eq!(
+            j["results"][0],
+            json!({"op": "get", "found": true,
+            "kv": {"value": "one", "create_revision": 4, "mod_revision": 5, "version": 2}})
+        );
+        assert_eq!(j["results"][4], json!({"op": "delete prefix", "deleted": 3}));
+        let j = json_of(&Outcome::Compacted { revision: 40 });
+        assert_eq!(j, json!({"command": "compact", "ok": true, "exit": 0, "compacted": 40}));
         let j = json_of(&Outcome::MemberAdded { id: 4, addr: "h:4".into(), promote: false });
         assert_eq!(
             j,
@@ -555,8 +726,11 @@ mod tests {
     #[test]
     fn json_bytes_that_are_not_utf8_are_base64() {
         let items = vec![(Bytes::from_static(b"k\xff"), v(b"\x00\xfe", 3))];
-        let j = json_of(&Outcome::Scanned { prefix: "k".into(), items });
-        assert_eq!(j["items"][0], json!({"key_base64": "a/8=", "value_base64": "AP4=", "version": 3}));
+        let j = json_of(&Outcome::Scanned { prefix: "k".into(), items, revision: 3 });
+        assert_eq!(
+            j["items"][0],
+            json!({"key_base64": "a/8=", "value_base64": "AP4=", "create_revision": 2, "mod_revision": 3, "version": 2})
+        );
     }
 
     #[test]
@@ -569,7 +743,7 @@ mod tests {
             json!({"command": "put", "ok": false, "exit": 3, "error": "boom", "outcome_unknown": true})
         );
         assert_eq!(notes(&Outcome::Deleted { key: "gone".into(), previous: None }), ["key not found: gone"]);
-        assert!(notes(&Outcome::Put { key: "k".into(), version: 1 }).is_empty());
+        assert!(notes(&Outcome::Put { key: "k".into(), revision: 1 }).is_empty());
     }
 
     fn linearizable_report() -> VerifyReport {
@@ -696,6 +870,7 @@ mod tests {
             applied: 19,
             first_index: 5,
             last_index: 20,
+            compacted: 0,
             members: vec![],
         };
         let report = StatusReport {
@@ -737,6 +912,7 @@ mod tests {
             applied: 19,
             first_index: 5,
             last_index: 20,
+            compacted: 0,
             members: vec![],
         };
         let list = MemberList {

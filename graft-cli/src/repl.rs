@@ -188,7 +188,7 @@ mod tests {
         let h = helper();
         assert_eq!(h.candidates(&["leader"], "t"), vec!["transfer"]);
         assert_eq!(h.candidates(&["scan", "p"], "--l"), vec!["--limit"]);
-        assert_eq!(h.candidates(&["get"], "--"), vec!["--help", "--stale"]);
+        assert_eq!(h.candidates(&["get"], "--"), vec!["--help", "--revision", "--stale"]);
         assert_eq!(h.candidates(&["cas", "k", "v"], "--a"), vec!["--absent"]);
         // Keys and values are not completed.
         assert!(h.candidates(&["get"], "k").is_empty());

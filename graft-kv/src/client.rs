@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use crate::config::ClusterConfig;
 use crate::protocol::{
     self, ApiError, ClientRequest, ClientResponse, ConnKind, Consistency, Expect, Hello, HelloReply,
-    MemberStatus, Request, Response, SessionSeq, Versioned,
+    KeyValue, MemberStatus, Request, Response, SessionSeq, Txn, TxnResponse,
 };
 
 /// How a [`Client`] reaches the cluster.
@@ -193,7 +193,7 @@ impl Client {
     }
 
     /// Reads `key` linearizably.
-    pub async fn get(&self, key: impl Into<Bytes>) -> Result<Option<Versioned>, ClientError> {
+    pub async fn get(&self, key: impl Into<Bytes>) -> Result<Option<KeyValue>, ClientError> {
         self.get_with(key, Consistency::Linearizable).await
     }
 
@@ -203,9 +203,20 @@ impl Client {
         &self,
         key: impl Into<Bytes>,
         consistency: Consistency,
-    ) -> Result<Option<Versioned>, ClientError> {
-        match self.call(Request::Get { key: key.into(), consistency }).await? {
-            Response::Get(v) => Ok(v),
+    ) -> Result<Option<KeyValue>, ClientError> {
+        Ok(self.get_at(key, consistency, 0).await?.0)
+    }
+
+    /// Reads `key` as it stood at `revision` (0: the latest); returns it and
+    /// the revision of the state read.
+    pub async fn get_at(
+        &self,
+        key: impl Into<Bytes>,
+        consistency: Consistency,
+        revision: u64,
+    ) -> Result<(Option<KeyValue>, u64), ClientError> {
+        match self.call(Request::Get { key: key.into(), consistency, revision }).await? {
+            Response::Get { kv, revision } => Ok((kv, revision)),
             other => Err(unexpected(other)),
         }
     }
@@ -216,39 +227,61 @@ impl Client {
         prefix: impl Into<Bytes>,
         limit: u32,
         consistency: Consistency,
-    ) -> Result<Vec<(Bytes, Versioned)>, ClientError> {
-        match self.call(Request::Scan { prefix: prefix.into(), limit, consistency }).await? {
-            Response::Scan(v) => Ok(v),
+    ) -> Result<Vec<(Bytes, KeyValue)>, ClientError> {
+        Ok(self.scan_at(prefix, limit, consistency, 0).await?.0)
+    }
+
+    /// Lists up to `limit` keys starting with `prefix` as they stood at
+    /// `revision` (0: the latest); returns them and the revision read.
+    pub async fn scan_at(
+        &self,
+        prefix: impl Into<Bytes>,
+        limit: u32,
+        consistency: Consistency,
+        revision: u64,
+    ) -> Result<(Vec<(Bytes, KeyValue)>, u64), ClientError> {
+        match self.call(Request::Scan { prefix: prefix.into(), limit, consistency, revision }).await? {
+            Response::Scan { kvs, revision } => Ok((kvs, revision)),
             other => Err(unexpected(other)),
         }
     }
 
-    /// Sets `key` to `value`; returns the new version.
+    /// Sets `key` to `value`; returns the write's revision.
     pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<u64, ClientError> {
         let (key, value) = (key.into(), value.into());
         match self.write(|session| Request::Put { key: key.clone(), value: value.clone(), session }).await? {
-            Response::Put { version } => Ok(version),
+            Response::Put { revision } => Ok(revision),
             other => Err(unexpected(other)),
         }
     }
 
-    /// Removes `key`; returns the version it had, if it existed.
-    pub async fn delete(&self, key: impl Into<Bytes>) -> Result<Option<u64>, ClientError> {
+    /// Removes `key`; returns its record before, if it existed.
+    pub async fn delete(&self, key: impl Into<Bytes>) -> Result<Option<KeyValue>, ClientError> {
         let key = key.into();
         match self.write(|session| Request::Delete { key: key.clone(), session }).await? {
-            Response::Delete { previous } => Ok(previous),
+            Response::Delete { previous, .. } => Ok(previous),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Removes every key starting with `prefix`, atomically; returns how
+    /// many there were and the write's revision.
+    pub async fn delete_prefix(&self, prefix: impl Into<Bytes>) -> Result<(u64, u64), ClientError> {
+        let prefix = prefix.into();
+        match self.write(|session| Request::DeletePrefix { prefix: prefix.clone(), session }).await? {
+            Response::DeletePrefix { deleted, revision } => Ok((deleted, revision)),
             other => Err(unexpected(other)),
         }
     }
 
     /// Sets `key` to `value` if it holds what `expect` says. Returns whether
-    /// it swapped and the value after the operation.
+    /// it swapped and the key after the operation.
     pub async fn cas(
         &self,
         key: impl Into<Bytes>,
         expect: Expect,
         value: impl Into<Bytes>,
-    ) -> Result<(bool, Option<Versioned>), ClientError> {
+    ) -> Result<(bool, Option<KeyValue>), ClientError> {
         let (key, value) = (key.into(), value.into());
         let make = |session| Request::Cas {
             key: key.clone(),
@@ -257,7 +290,25 @@ impl Client {
             session,
         };
         match self.write(make).await? {
-            Response::Cas { swapped, current } => Ok((swapped, current)),
+            Response::Cas { swapped, current, .. } => Ok((swapped, current)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Runs a transaction atomically (checked against the limits before it
+    /// is sent).
+    pub async fn txn(&self, txn: Txn) -> Result<TxnResponse, ClientError> {
+        txn.validate().map_err(ClientError::Api)?;
+        match self.write(|session| Request::Txn { txn: txn.clone(), session }).await? {
+            Response::Txn(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Discards the history below `revision`; returns the compaction point.
+    pub async fn compact(&self, revision: u64) -> Result<u64, ClientError> {
+        match self.write(|session| Request::Compact { revision, session }).await? {
+            Response::Compacted { compacted, .. } => Ok(compacted),
             other => Err(unexpected(other)),
         }
     }

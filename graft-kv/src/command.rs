@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{Expect, SessionSeq};
+use crate::protocol::{Expect, SessionSeq, Txn};
 
 /// One replicated write.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +43,18 @@ pub enum WriteOp {
         /// The new value.
         value: Bytes,
     },
+    /// Removes every key starting with `prefix`.
+    DeletePrefix {
+        /// The prefix.
+        prefix: Bytes,
+    },
+    /// A multi-key transaction.
+    Txn(Txn),
+    /// Discards history below `revision`.
+    Compact {
+        /// The oldest revision to keep readable.
+        revision: u64,
+    },
     /// Changes no data: the timestamp demo's entries.
     Note(String),
 }
@@ -54,6 +66,14 @@ impl WriteOp {
             WriteOp::Put { key, value } => format!("put {:?} ({} bytes)", key, value.len()),
             WriteOp::Delete { key } => format!("delete {key:?}"),
             WriteOp::Cas { key, .. } => format!("cas {key:?}"),
+            WriteOp::DeletePrefix { prefix } => format!("delete prefix {prefix:?}"),
+            WriteOp::Txn(t) => format!(
+                "txn ({} compares, {} success, {} failure)",
+                t.compare.len(),
+                t.success.len(),
+                t.failure.len()
+            ),
+            WriteOp::Compact { revision } => format!("compact at {revision}"),
             WriteOp::Note(s) => s.clone(),
         }
     }

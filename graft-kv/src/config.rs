@@ -8,6 +8,10 @@
 //! election_ticks = 15           # followers time out after 15 to 30 ticks
 //! heartbeat_ticks = 3           # leaders heartbeat every 3 ticks
 //!
+//! [history]                     # optional: how long past revisions stay readable
+//! keep_revisions = 10000        # at most the last 10,000 revisions (0: no limit)
+//! keep_seconds = 3600           # and at most one hour of them (0: no limit)
+//!
 //! [[members]]
 //! id = 1
 //! addr = "127.0.0.1:15000"
@@ -104,6 +108,33 @@ impl Default for LogLimits {
     }
 }
 
+/// How much history of past revisions the cluster keeps readable. The
+/// leader compacts whatever is older than either limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryLimits {
+    /// Keep at most this many of the latest revisions (0: no limit by count).
+    pub keep_revisions: u64,
+    /// Keep at most this many seconds of revisions (0: no limit by age).
+    pub keep_seconds: u64,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> HistoryLimits {
+        HistoryLimits { keep_revisions: 10_000, keep_seconds: 3600 }
+    }
+}
+
+impl HistoryLimits {
+    /// The policy the multi-version store applies.
+    pub fn retention(&self) -> crate::mvcc::compact::Retention {
+        crate::mvcc::compact::Retention {
+            keep_revisions: self.keep_revisions,
+            keep_ms: self.keep_seconds.saturating_mul(1000),
+        }
+    }
+}
+
 /// The cluster: who is in it and how it runs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,6 +148,9 @@ pub struct ClusterConfig {
     /// Log compaction.
     #[serde(default)]
     pub log: LogLimits,
+    /// History compaction.
+    #[serde(default)]
+    pub history: HistoryLimits,
     /// The initial members.
     pub members: Vec<MemberConfig>,
 }
@@ -140,6 +174,7 @@ impl ClusterConfig {
             cluster_id: default_cluster_id(),
             timing: Timing::default(),
             log: LogLimits::default(),
+            history: HistoryLimits::default(),
             members: (1..=n)
                 .map(|id| MemberConfig {
                     id,
@@ -254,6 +289,10 @@ mod tests {
         let c = parse("[[members]]\nid = 7\naddr = \"10.0.0.1:9000\"\n").unwrap();
         assert_eq!(c.cluster_id, "graft");
         assert_eq!(c.timing, Timing::default());
+        assert_eq!(c.history, HistoryLimits { keep_revisions: 10_000, keep_seconds: 3600 });
+        let c = parse("[history]\nkeep_revisions = 0\n[[members]]\nid = 7\naddr = \"a:1\"\n").unwrap();
+        assert_eq!(c.history.retention().keep_revisions, 0);
+        assert_eq!(c.history.retention().keep_ms, 3_600_000);
         assert_eq!(c.members[0].id, 7);
     }
 
@@ -270,6 +309,7 @@ mod tests {
                 "timing",
             ),
             ("members = 3", "invalid type"),
+            ("[history]\nkeep = 3\n[[members]]\nid = 1\naddr = \"a:1\"\n", "unknown field"),
         ];
         for (text, want) in cases {
             let err = parse(text).unwrap_err().to_string();

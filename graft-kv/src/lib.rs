@@ -12,6 +12,7 @@
 //! - [`snapshot`]: streaming snapshots to followers behind the log.
 //! - [`storage`]: the redb database — identity, log, hard state, key-value
 //!   tables, client sessions.
+//! - [`mvcc`]: the multi-version store: revisions, history, compaction.
 //! - [`command`]: the commands written into the log.
 //! - [`protocol`]: frames and messages on the wire.
 //! - [`client`]: [`Client`], the Rust client graft-cli uses.
@@ -31,6 +32,7 @@ pub mod demo;
 pub mod error;
 pub mod mailbox;
 pub mod members;
+pub mod mvcc;
 pub mod node;
 pub mod protocol;
 pub mod server;

@@ -192,6 +192,7 @@ pub async fn run_member(mut opts: MemberOptions, shutdown: CancellationToken) ->
         demo: opts.demo,
         crash_before_reply: std::env::var("GRAFT_FAULT_CRASH_BEFORE_REPLY").ok().and_then(|v| v.parse().ok()),
         log: opts.cluster.log,
+        history: opts.cluster.history.retention(),
         inputs: node_tx.clone(),
     };
     let ctx = Arc::new(ConnCtx {

@@ -103,7 +103,7 @@ async fn send_inner(
     let rtx = out.rtx;
     let reader = tokio::task::spawn_blocking(move || -> Result<u64, StoreError> {
         let mut rows = 0;
-        for table in [SnapshotTable::Kv, SnapshotTable::Sessions] {
+        for table in SnapshotTable::ALL {
             rows += export_rows(&rtx, table, CHUNK_BYTES, |chunk| tx.blocking_send((table, chunk)).is_ok())?;
         }
         Ok(rows)

@@ -21,7 +21,7 @@ async fn five_members_elect_one_leader_and_a_put_is_readable_through_every_membe
     for id in 1..=5 {
         // Linearizable, through each member (a follower points to the leader).
         let v = cluster.client_at(id).get("greeting").await.expect("get").expect("present");
-        assert_eq!((v.value.as_ref(), v.version), (&b"hello"[..], version), "via member {id}");
+        assert_eq!((v.value.as_ref(), v.mod_revision), (&b"hello"[..], version), "via member {id}");
     }
     // And every member's own copy, once applied there.
     cluster.wait_applied(version, Duration::from_secs(10)).await;

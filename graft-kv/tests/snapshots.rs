@@ -16,8 +16,9 @@ async fn a_far_behind_member_catches_up_by_snapshot() {
     let behind = if leader == 3 { 2 } else { 3 };
     cluster.kill(behind);
     let client = cluster.client();
+    let mut put_at = Vec::new();
     for i in 0..1500 {
-        client.put(format!("key-{i:04}"), format!("value-{i}")).await.expect("put");
+        put_at.push(client.put(format!("key-{i:04}"), format!("value-{i}")).await.expect("put"));
     }
     client.delete("key-0007").await.expect("delete");
     let last = client.put("last", "x").await.expect("put");
@@ -36,6 +37,20 @@ async fn a_far_behind_member_catches_up_by_snapshot() {
         let i: usize = std::str::from_utf8(&k[4..]).unwrap().parse().unwrap();
         assert_eq!(v.value, format!("value-{i}").as_bytes());
     }
+    // The snapshot carried the history too: the member answers reads at
+    // past revisions as the leader does.
+    let (past, at) = own.get_at("key-0007", Consistency::Stale, put_at[7]).await.expect("read in the past");
+    let past = past.expect("key-0007 existed at the revision of its put");
+    assert_eq!(
+        (past.value.as_ref(), past.mod_revision, past.version, at),
+        (&b"value-7"[..], put_at[7], 1, put_at[7])
+    );
+    let (later_scan, _) =
+        own.scan_at("key-000", 100, Consistency::Stale, put_at[5]).await.expect("scan in the past");
+    assert_eq!(later_scan.len(), 6, "keys 0-5 existed at the revision of key 5's put");
+    let (leader_scan, _) =
+        client.scan_at("key-000", 100, Consistency::Linearizable, put_at[5]).await.unwrap();
+    assert_eq!(later_scan, leader_scan, "the same answer as the leader's");
     // It goes on replicating normally after the snapshot.
     let later = client.put("after-snapshot", "y").await.unwrap();
     cluster.wait_applied(later, Duration::from_secs(10)).await;

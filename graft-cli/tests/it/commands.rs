@@ -12,10 +12,10 @@ fn every_command_in_plain_output_with_its_exit_code() {
     let cluster = start_cluster(3);
     let leader = cluster.wait_leader_blocking(Duration::from_secs(20));
 
-    // put prints the new version; get prints the value alone.
+    // put prints the write's revision; get prints the value alone.
     let put = cluster.cli(&["put", "greeting", "hello world"]);
     assert_eq!(put.code, 0, "{put:?}");
-    let version: u64 = put.stdout.trim().parse().unwrap_or_else(|_| panic!("put prints a version: {put:?}"));
+    let version: u64 = put.stdout.trim().parse().unwrap_or_else(|_| panic!("put prints a revision: {put:?}"));
     assert!(version > 0);
     let get = cluster.cli(&["get", "greeting"]);
     assert_eq!((get.code, get.stdout.as_str(), get.stderr.as_str()), (0, "hello world\n", ""));
@@ -28,21 +28,26 @@ fn every_command_in_plain_output_with_its_exit_code() {
     // cas on the value: swaps, then a stale expectation does not (exit 1).
     let cas = cluster.cli(&["cas", "greeting", "hello world", "bonjour"]);
     assert_eq!(cas.code, 0, "{cas:?}");
-    assert!(cas.stdout.starts_with("swapped (version "), "{cas:?}");
+    assert!(cas.stdout.starts_with("swapped (revision "), "{cas:?}");
     let cas = cluster.cli(&["cas", "greeting", "hello world", "hola"]);
     assert_eq!(cas.code, 1, "{cas:?}");
-    assert!(cas.stdout.starts_with("not swapped: the value is \"bonjour\" (version "), "{cas:?}");
+    assert!(cas.stdout.starts_with("not swapped: the value is \"bonjour\" (mod revision "), "{cas:?}");
+    assert!(cas.stdout.ends_with(", version 2)\n"), "two writes in this life of the key: {cas:?}");
     assert_eq!(cluster.cli(&["get", "greeting"]).stdout, "bonjour\n");
 
-    // cas on the version, and on absence.
-    let v: u64 = cluster.cli(&["put", "counter", "1"]).stdout.trim().parse().expect("version");
-    let stale_version = (v - 1).to_string();
-    let cas = cluster.cli(&["cas", "counter", "2", "--version", &stale_version]);
+    // cas on the mod revision, the version, and on absence.
+    let v: u64 = cluster.cli(&["put", "counter", "1"]).stdout.trim().parse().expect("revision");
+    let stale = (v - 1).to_string();
+    let cas = cluster.cli(&["cas", "counter", "2", "--mod-revision", &stale]);
     assert_eq!(cas.code, 1, "{cas:?}");
-    let cas = cluster.cli(&["cas", "counter", "2", "--version", &v.to_string()]);
+    let cas = cluster.cli(&["cas", "counter", "2", "--mod-revision", &v.to_string()]);
     assert_eq!(cas.code, 0, "{cas:?}");
     assert_eq!(cluster.cli(&["get", "counter"]).stdout, "2\n");
-    let cas = cluster.cli(&["cas", "counter", "3", "--absent"]);
+    let cas = cluster.cli(&["cas", "counter", "3", "--version", "1"]);
+    assert_eq!(cas.code, 1, "counter was written twice: {cas:?}");
+    let cas = cluster.cli(&["cas", "counter", "3", "--version", "2"]);
+    assert_eq!(cas.code, 0, "{cas:?}");
+    let cas = cluster.cli(&["cas", "counter", "4", "--absent"]);
     assert_eq!((cas.code, cas.stdout.starts_with("not swapped")), (1, true), "{cas:?}");
     let cas = cluster.cli(&["cas", "fresh", "new", "--absent"]);
     assert_eq!(cas.code, 0, "{cas:?}");
@@ -149,38 +154,42 @@ fn json_output_is_one_object_per_command() {
 
     let (code, put) = json(&["put", "k", "héllo wörld"]);
     assert_eq!(code, 0);
-    let version = put["version"].as_u64().expect("version");
-    assert_eq!(put, json!({"command": "put", "ok": true, "exit": 0, "key": "k", "version": version}));
+    let version = put["revision"].as_u64().expect("revision");
+    assert_eq!(put, json!({"command": "put", "ok": true, "exit": 0, "key": "k", "revision": version}));
 
     let (code, get) = json(&["get", "k"]);
     assert_eq!(code, 0);
+    let read_at = get["revision"].as_u64().expect("the revision read");
+    assert!(read_at >= version, "{get}");
     assert_eq!(
         get,
-        json!({"command": "get", "ok": true, "exit": 0, "key": "k", "found": true, "value": "héllo wörld", "version": version})
+        json!({"command": "get", "ok": true, "exit": 0, "key": "k", "found": true, "value": "héllo wörld",
+               "create_revision": version, "mod_revision": version, "version": 1, "revision": read_at})
     );
     let (code, get) = json(&["get", "absent"]);
-    assert_eq!(
-        (code, get),
-        (1, json!({"command": "get", "ok": false, "exit": 1, "key": "absent", "found": false}))
-    );
+    assert_eq!((code, get["found"].clone(), get["ok"].clone()), (1, json!(false), json!(false)));
 
     let (code, cas) = json(&["cas", "k", "nope", "x"]);
     assert_eq!(code, 1);
     assert_eq!(cas["swapped"], json!(false));
-    assert_eq!(cas["current"], json!({"value": "héllo wörld", "version": version}));
-    let (code, cas) = json(&["cas", "k", "x", "--version", &version.to_string()]);
+    assert_eq!(
+        cas["current"],
+        json!({"value": "héllo wörld", "create_revision": version, "mod_revision": version, "version": 1})
+    );
+    let (code, cas) = json(&["cas", "k", "x", "--mod-revision", &version.to_string()]);
     assert_eq!((code, cas["swapped"].clone(), cas["current"]["value"].clone()), (0, json!(true), json!("x")));
 
     let (_, scan) = json(&["scan", "k"]);
-    assert_eq!(scan["items"], json!([{"key": "k", "value": "x", "version": cas["current"]["version"]}]));
+    assert_eq!(
+        scan["items"],
+        json!([{"key": "k", "value": "x", "create_revision": version,
+                "mod_revision": cas["current"]["mod_revision"], "version": 2}])
+    );
 
     let (code, del) = json(&["delete", "k"]);
     assert_eq!((code, del["deleted"].clone()), (0, json!(true)));
     let (code, del) = json(&["delete", "k"]);
-    assert_eq!(
-        (code, del["deleted"].clone(), del["previous_version"].clone()),
-        (1, json!(false), json!(null))
-    );
+    assert_eq!((code, del["deleted"].clone(), del["previous"].clone()), (1, json!(false), json!(null)));
 
     let (code, status) = json(&["status"]);
     assert_eq!(code, 0);

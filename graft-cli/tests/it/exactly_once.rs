@@ -162,7 +162,7 @@ fn without_a_session_the_retry_of_a_lost_reply_is_applied_twice_and_with_one_it_
         session: None,
     };
     let answer = rt.block_on(client.call(request)).expect("an answer after the retry");
-    let Response::Cas { swapped, current } = answer else { panic!("not a cas answer: {answer:?}") };
+    let Response::Cas { swapped, current, .. } = answer else { panic!("not a cas answer: {answer:?}") };
     // The first attempt took effect (counter = 1) but the caller is told it
     // did not swap: the retry was applied as a second write.
     assert!(!swapped, "without a session the retry is re-applied and reports a mismatch");
@@ -178,7 +178,7 @@ fn without_a_session_the_retry_of_a_lost_reply_is_applied_twice_and_with_one_it_
     arm(&mut cluster, target);
     let r = cluster.cli(&["cas", "counter", "1", "2"]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(r.stdout.starts_with("swapped (version "), "{r:?}");
+    assert!(r.stdout.starts_with("swapped (revision "), "{r:?}");
     let crashed = cluster.reap();
     assert_eq!(crashed.len(), 1, "the armed leader aborted: {crashed:?}\n{}", cluster.logs());
     assert_eq!(cluster.cli(&["get", "counter"]).stdout, "2\n");

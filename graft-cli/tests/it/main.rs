@@ -3,6 +3,7 @@
 
 mod commands;
 mod exactly_once;
+mod history;
 mod members;
 mod repl;
 mod stdin;

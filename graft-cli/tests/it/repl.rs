@@ -44,7 +44,7 @@ fn a_person_at_the_repl() {
     p.exp_string("type `help`").expect("greeting");
     p.exp_string("graft(?)> ").expect("before any command the leader is unknown");
     p.send_line("put greeting \"hello world\"").expect("type");
-    p.exp_regex(r"\r\n\d+\r\n").expect("put prints the version");
+    p.exp_regex(r"\r\n\d+\r\n").expect("put prints the revision");
     p.exp_string(&leader_prompt).expect("the prompt names the leader once known");
     p.send_line("get greeting").expect("type");
     p.exp_string("\r\nhello world\r\n").expect("get prints the value");

@@ -31,9 +31,9 @@ get a
     assert_eq!(r.code, 2, "the worst line was a usage error: {r:?}");
     let out: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(out.len(), 8, "{r:?}");
-    assert!(out[0].parse::<u64>().is_ok() && out[2].parse::<u64>().is_ok(), "put prints its version: {r:?}");
+    assert!(out[0].parse::<u64>().is_ok() && out[2].parse::<u64>().is_ok(), "put prints its revision: {r:?}");
     assert_eq!((out[1], out[3]), ("1", "two words"), "{r:?}");
-    assert!(out[4].starts_with("swapped (version "), "{r:?}");
+    assert!(out[4].starts_with("swapped (revision "), "{r:?}");
     assert_eq!(out[5..], ["a\t2", "b\ttwo words", "2"][..], "{r:?}");
     let err: Vec<&str> = r.stderr.lines().collect();
     assert_eq!(err.len(), 3, "{r:?}");
@@ -74,7 +74,12 @@ fn a_program_can_drive_it_in_json_one_line_at_a_time() {
     let put = ask("put x 10");
     assert_eq!((put["command"].clone(), put["exit"].clone()), (json!("put"), json!(0)));
     assert_eq!(ask("get x")["value"], json!("10"));
-    assert_eq!(ask("get y"), json!({"command": "get", "ok": false, "exit": 1, "key": "y", "found": false}));
+    let missing = ask("get y");
+    let read_at = missing["revision"].as_u64().expect("the revision read");
+    assert_eq!(
+        missing,
+        json!({"command": "get", "ok": false, "exit": 1, "key": "y", "found": false, "revision": read_at})
+    );
     let bad = ask("get");
     assert_eq!((bad["exit"].clone(), bad["ok"].clone()), (json!(2), json!(false)));
     assert!(bad["error"].as_str().is_some_and(|e| e.contains("<KEY>")), "{bad}");

@@ -28,6 +28,7 @@
 //! - [`requests`]: client requests (writes, reads, status, transfers);
 //! - [`membership`]: membership changes, learner promotion, peers;
 //! - [`snapshots`]: snapshot sending and log compaction;
+//! - [`history`]: the leader's compactions of the multi-version history;
 //! - [`clock`]: wall-clock helpers.
 //!
 //! Where new replicated features go: the multi-version store, watches and
@@ -37,6 +38,7 @@
 
 mod clock;
 mod disk;
+mod history;
 mod membership;
 mod ready;
 mod requests;
@@ -108,6 +110,9 @@ pub struct NodeOptions {
     pub crash_before_reply: Option<u64>,
     /// When to compact the log.
     pub log: crate::config::LogLimits,
+    /// How much history of past revisions to keep (the leader proposes
+    /// compactions past it).
+    pub history: crate::mvcc::compact::Retention,
     /// The node's own input queue (snapshot senders report into it).
     pub inputs: mpsc::Sender<NodeInput>,
 }
@@ -157,6 +162,9 @@ pub struct Node {
     sm_synced: Instant,
     /// Compaction is held back until the state machine is made durable.
     compaction_waits: bool,
+    /// The index of the history compaction this leader proposed last, until
+    /// it is applied.
+    history_compaction: Option<Index>,
 }
 
 /// Runs `f`, which blocks on the disk, without stalling the runtime's other
@@ -201,6 +209,7 @@ impl Node {
             sm_durable_index: sm_applied,
             sm_synced: Instant::now(),
             compaction_waits: false,
+            history_compaction: None,
         }
     }
 
@@ -330,6 +339,9 @@ impl Node {
         self.ticks += 1;
         if self.ticks % 5 == 0 && self.raw.role() == Role::Leader {
             self.promote_caught_up_learner();
+        }
+        if self.ticks % history::EVERY_TICKS == 0 && self.raw.role() == Role::Leader {
+            self.compact_history()?;
         }
         if let Some((to, _, left)) = &mut self.transfer {
             let to = *to;

@@ -31,9 +31,12 @@ impl Node {
             return Ok(());
         }
         match req {
-            Request::Put { .. } | Request::Delete { .. } | Request::Cas { .. } => {
-                self.propose_write(req, responder)
-            }
+            Request::Put { .. }
+            | Request::Delete { .. }
+            | Request::Cas { .. }
+            | Request::DeletePrefix { .. }
+            | Request::Txn { .. }
+            | Request::Compact { .. } => self.propose_write(req, responder),
             Request::AddMember { .. } | Request::PromoteMember { .. } | Request::RemoveMember { .. } => {
                 self.propose_member_change(req, responder)
             }
@@ -89,6 +92,9 @@ impl Node {
             Request::Put { key, value, session } => (session, WriteOp::Put { key, value }),
             Request::Delete { key, session } => (session, WriteOp::Delete { key }),
             Request::Cas { key, expect, value, session } => (session, WriteOp::Cas { key, expect, value }),
+            Request::DeletePrefix { prefix, session } => (session, WriteOp::DeletePrefix { prefix }),
+            Request::Txn { txn, session } => (session, WriteOp::Txn(txn)),
+            Request::Compact { revision, session } => (session, WriteOp::Compact { revision }),
             _ => {
                 responder.send(Err(ApiError::Invalid("not a write".into())));
                 return Ok(());
@@ -122,16 +128,20 @@ impl Node {
             return Ok(());
         }
         let rtx = self.sm.begin_read()?;
+        let view = StateMachine::view(&rtx)?;
+        let revision = view.revision();
         for (req, responder) in reads {
             let result = match &req {
-                Request::Get { key, .. } => StateMachine::get(&rtx, key).map(Response::Get),
-                Request::Scan { prefix, limit, .. } => {
-                    StateMachine::scan(&rtx, prefix, *limit as usize).map(Response::Scan)
-                }
-                _ => Ok(Response::Done),
+                Request::Get { key, revision: at, .. } => view
+                    .get(key, *at)
+                    .map(|r| r.map(|kv| Response::Get { kv, revision: at_or(*at, revision) })),
+                Request::Scan { prefix, limit, revision: at, .. } => view
+                    .scan(prefix, *limit as usize, *at)
+                    .map(|r| r.map(|kvs| Response::Scan { kvs, revision: at_or(*at, revision) })),
+                _ => Ok(Ok(Response::Done)),
             };
             match result {
-                Ok(r) => responder.send(Ok(r)),
+                Ok(r) => responder.send(r),
                 Err(e) => {
                     error!("{}, read failed: {e}", self.id());
                     responder.send(Err(ApiError::Internal(e.to_string())));
@@ -162,7 +172,17 @@ impl Node {
             applied: self.sm.applied(),
             first_index: st.first_index,
             last_index: st.last_index,
+            compacted: self.sm.mvcc().compacted,
             members,
         }
+    }
+}
+
+/// The revision a read at `at` (0: the latest) reports.
+fn at_or(at: u64, latest: u64) -> u64 {
+    if at == 0 {
+        latest
+    } else {
+        at
     }
 }

@@ -33,6 +33,12 @@ pub struct Inspection {
     pub keys: u64,
     /// Rows in the sessions table.
     pub sessions: u64,
+    /// The multi-version store's position (`None`: written before revisions).
+    pub mvcc: Option<crate::mvcc::MvccMeta>,
+    /// Rows of past records (history).
+    pub history_rows: u64,
+    /// Revisions whose writes are recorded (for watch replay).
+    pub revision_rows: u64,
     /// The membership entries in the log, oldest first.
     pub config_entries: Vec<Entry>,
     /// The whole log, when asked for.
@@ -89,6 +95,15 @@ fn read(dir: &Path, with_entries: bool) -> Result<Inspection, StoreError> {
     let sm: SmMeta = meta_record(&meta, "sm")?;
     let keys = rtx.open_table(KV)?.len()?;
     let sessions = rtx.open_table(SESSIONS)?.len()?;
+    let mvcc = crate::mvcc::meta_of(&meta)?;
+    let rows = |r: Result<u64, StoreError>| match r {
+        Err(StoreError::Db(redb::Error::TableDoesNotExist(_))) => Ok(0),
+        other => other,
+    };
+    let history_rows =
+        rows(rtx.open_table(crate::mvcc::HISTORY).map_err(StoreError::from).and_then(|t| Ok(t.len()?)))?;
+    let revision_rows =
+        rows(rtx.open_table(crate::mvcc::REVS).map_err(StoreError::from).and_then(|t| Ok(t.len()?)))?;
     Ok(Inspection {
         identity,
         hard_state,
@@ -98,6 +113,9 @@ fn read(dir: &Path, with_entries: bool) -> Result<Inspection, StoreError> {
         members: sm.members,
         keys,
         sessions,
+        mvcc,
+        history_rows,
+        revision_rows,
         config_entries,
         entries,
         repaired: false,
@@ -152,6 +170,14 @@ impl fmt::Display for Inspection {
         )?;
         writeln!(f, "applied:     {} (term {})", self.applied.0, self.applied.1)?;
         writeln!(f, "data:        {} keys, {} sessions", self.keys, self.sessions)?;
+        match &self.mvcc {
+            Some(m) => writeln!(
+                f,
+                "history:     revision {}, compacted below {} (purged below {}), {} past records, {} revisions with writes",
+                m.revision, m.compacted, m.purged, self.history_rows, self.revision_rows
+            )?,
+            None => writeln!(f, "history:     none (written before revisions; upgraded at the next start)")?,
+        }
         writeln!(f, "members:")?;
         for (id, m) in &self.members {
             writeln!(

@@ -16,6 +16,7 @@
 //! flushes a few pages of appended entries, not the scattered B-tree pages
 //! the key-value writes dirtied.
 
+mod execute;
 pub mod inspect;
 mod log;
 pub mod state_machine;
@@ -37,12 +38,10 @@ use crate::error::StoreError;
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// The Raft log: index -> 8-byte little-endian term, then the postcard payload.
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-/// The key-value data: key -> 8-byte big-endian version, then the value.
-pub(crate) const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
+/// The live key-value data (see [`crate::mvcc`] for it and its history).
+pub(crate) const KV: TableDefinition<&[u8], &[u8]> = crate::mvcc::CURRENT;
 /// Client sessions for exactly-once writes: client id -> postcard `Session`.
 pub(crate) const SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("sessions");
-/// A snapshot being received: rows of `kv`, staged until installed.
-pub(crate) const KV_STAGING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv_staging");
 /// A snapshot being received: rows of `sessions`, staged until installed.
 pub(crate) const SESSIONS_STAGING: TableDefinition<u64, &[u8]> = TableDefinition::new("sessions_staging");
 
@@ -167,7 +166,6 @@ fn open_dbs(
             {
                 let mut meta = wtx.open_table(META)?;
                 meta.insert("identity", encode("identity", identity)?.as_slice())?;
-                wtx.open_table(KV)?;
                 wtx.open_table(SESSIONS)?;
             }
             state_machine::init(&wtx, bootstrap)?;
@@ -175,10 +173,7 @@ fn open_dbs(
         }
     }
     // A snapshot half received before a crash is of no use.
-    let wtx = sm_db.begin_write()?;
-    wtx.delete_table(KV_STAGING)?;
-    wtx.delete_table(SESSIONS_STAGING)?;
-    wtx.commit()?;
+    state_machine::stage_begin(&sm_db)?;
     let (log_db, sm_db) = (Arc::new(log_db), Arc::new(sm_db));
     let mut log = RaftLogStore::load(log_db.clone())?;
     let sm = StateMachine::load(sm_db.clone())?;

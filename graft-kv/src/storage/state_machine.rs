@@ -8,10 +8,12 @@ use graft_core::{ConfChangeKind, Entry, EntryPayload, Index, NodeId, Term};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, meta_record, Bootstrap, KV, KV_STAGING, META, SESSIONS, SESSIONS_STAGING};
+use super::execute::{execute, Outcome};
+use super::{decode, encode, meta_record, Bootstrap, META, SESSIONS, SESSIONS_STAGING};
 use crate::command::{Command, MemberContext, WriteOp};
 use crate::error::StoreError;
-use crate::protocol::{ApiError, Expect, Response, SessionSeq, Versioned};
+use crate::mvcc::{self, compact, read::View, MvccMeta, Writer};
+use crate::protocol::{ApiError, Response, SessionSeq, SnapshotTable};
 
 /// A session is forgotten when its client has not written for this long, by
 /// the leaders' clocks as recorded in the log (so every member forgets it at
@@ -71,6 +73,8 @@ pub struct Applied {
     pub outcome: Option<Result<Response, ApiError>>,
     /// The command, for the timestamp demo's logging.
     pub op: Option<WriteOp>,
+    /// The keys the entry wrote (`true`: put, `false`: delete), in order.
+    pub writes: Vec<(Bytes, bool)>,
 }
 
 pub(super) fn init(wtx: &WriteTransaction, bootstrap: &Bootstrap) -> Result<(), StoreError> {
@@ -89,22 +93,12 @@ pub(super) fn init(wtx: &WriteTransaction, bootstrap: &Bootstrap) -> Result<(), 
         })
         .collect();
     let meta = SmMeta { members, ..SmMeta::default() };
-    wtx.open_table(META)?.insert("sm", encode("sm", &meta)?.as_slice())?;
+    let mut t = wtx.open_table(META)?;
+    t.insert("sm", encode("sm", &meta)?.as_slice())?;
+    t.insert(MvccMeta::KEY, MvccMeta::default().encode()?.as_slice())?;
+    drop(t);
+    Writer::open(wtx)?;
     Ok(())
-}
-
-fn encode_value(version: u64, value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + value.len());
-    out.extend_from_slice(&version.to_be_bytes());
-    out.extend_from_slice(value);
-    out
-}
-
-fn decode_value(bytes: &[u8]) -> Result<Versioned, StoreError> {
-    let head: [u8; 8] = bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| {
-        StoreError::Corrupt { what: "value".into(), message: "shorter than its version".into() }
-    })?;
-    Ok(Versioned { version: u64::from_be_bytes(head), value: Bytes::copy_from_slice(&bytes[8..]) })
 }
 
 /// The applied index recorded in a state machine's `meta` table.
@@ -121,12 +115,36 @@ pub(super) fn applied_of<M: redb::ReadableTable<&'static str, &'static [u8]>>(
 pub struct StateMachine {
     db: Arc<Database>,
     meta: SmMeta,
+    /// The multi-version store's position. Invariant: `mvcc.revision ==
+    /// meta.applied`, both written with every applied batch.
+    mvcc: MvccMeta,
 }
 
 impl StateMachine {
+    /// Loads the state machine, bringing one written before revisions
+    /// existed to the current layout first.
     pub(super) fn load(db: Arc<Database>) -> Result<StateMachine, StoreError> {
-        let meta = meta_record(&db.begin_read()?.open_table(META)?, "sm")?;
-        Ok(StateMachine { db, meta })
+        let rtx = db.begin_read()?;
+        let table = rtx.open_table(META)?;
+        let meta: SmMeta = meta_record(&table, "sm")?;
+        let stored = mvcc::meta_of(&table)?;
+        drop((table, rtx));
+        let mvcc = match stored {
+            Some(m) => m,
+            None => {
+                let wtx = db.begin_write()?;
+                let m = mvcc::upgrade(&wtx, meta.applied)?;
+                wtx.open_table(META)?.insert(MvccMeta::KEY, m.encode()?.as_slice())?;
+                wtx.commit()?;
+                m
+            }
+        };
+        Ok(StateMachine { db, meta, mvcc })
+    }
+
+    /// The multi-version store's position (revision and compaction point).
+    pub fn mvcc(&self) -> MvccMeta {
+        self.mvcc
     }
 
     /// The state machine's database.
@@ -169,7 +187,7 @@ impl StateMachine {
         if entries.is_empty() {
             return Ok(out);
         }
-        let mut kv = wtx.open_table(KV)?;
+        let mut kv = Writer::open(wtx)?;
         let mut sessions = wtx.open_table(SESSIONS)?;
         // Sessions touched in this batch, each read and written once.
         let mut cache: HashMap<u64, Session> = HashMap::new();
@@ -177,7 +195,9 @@ impl StateMachine {
             if e.index <= self.meta.applied {
                 continue;
             }
-            let mut applied = Applied { index: e.index, term: e.term, outcome: None, op: None };
+            let mut applied =
+                Applied { index: e.index, term: e.term, outcome: None, op: None, writes: Vec::new() };
+            kv.begin(e.index);
             match &e.payload {
                 EntryPayload::Noop => {}
                 EntryPayload::Config(c) => {
@@ -209,8 +229,9 @@ impl StateMachine {
                 EntryPayload::Command(data) => match postcard::from_bytes::<Command>(data) {
                     Ok(cmd) => {
                         self.meta.clock_ms = self.meta.clock_ms.max(cmd.time_ms);
-                        let outcome = self.apply_command(&mut kv, &sessions, &mut cache, e.index, &cmd)?;
+                        let outcome = self.apply_command(&mut kv, &sessions, &mut cache, &cmd)?;
                         applied.outcome = Some(outcome);
+                        applied.writes = kv.finish(cmd.time_ms)?;
                         applied.op = Some(cmd.op);
                     }
                     Err(err) => {
@@ -228,21 +249,26 @@ impl StateMachine {
             out.push(applied);
         }
         flush_sessions(&mut sessions, &mut cache)?;
+        // History a compaction made useless goes a bounded amount at a time.
+        kv.purge(&mut self.mvcc, compact::PURGE_BUDGET)?;
         drop(kv);
         drop(sessions);
-        wtx.open_table(META)?.insert("sm", encode("sm", &self.meta)?.as_slice())?;
+        self.mvcc.revision = self.meta.applied;
+        let mut meta = wtx.open_table(META)?;
+        meta.insert("sm", encode("sm", &self.meta)?.as_slice())?;
+        meta.insert(MvccMeta::KEY, self.mvcc.encode()?.as_slice())?;
         Ok(out)
     }
 
     fn apply_command(
         &mut self,
-        kv: &mut Table<&[u8], &[u8]>,
+        kv: &mut Writer<'_>,
         sessions: &Table<u64, &[u8]>,
         cache: &mut HashMap<u64, Session>,
-        index: Index,
         cmd: &Command,
-    ) -> Result<Result<Response, ApiError>, StoreError> {
-        let Some(s) = cmd.session else { return execute(kv, index, &cmd.op) };
+    ) -> Outcome {
+        let mvcc = &mut self.mvcc;
+        let Some(s) = cmd.session else { return execute(kv, mvcc, &cmd.op) };
         let session = match cache.entry(s.client) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
@@ -259,7 +285,7 @@ impl StateMachine {
                 v.insert(session)
             }
         };
-        let outcome = lookup_or_execute(session, s, || execute(kv, index, &cmd.op))?;
+        let outcome = lookup_or_execute(session, s, || execute(kv, mvcc, &cmd.op))?;
         session.last_active_ms = self.meta.clock_ms;
         Ok(outcome)
     }
@@ -280,31 +306,45 @@ impl StateMachine {
         Ok(())
     }
 
-    /// The metadata a snapshot carries (applied index, members, clock).
+    /// The metadata a snapshot carries (applied index, members, clock, the
+    /// store's compaction point).
     pub fn export_meta(&self) -> Result<Bytes, StoreError> {
-        Ok(Bytes::from(encode("sm", &self.meta)?))
+        let state = SnapshotState { sm: self.meta.clone(), mvcc: self.mvcc };
+        Ok(Bytes::from(encode("snapshot state", &state)?))
     }
 
     /// Installs a staged snapshot inside `wtx`: the staged tables replace the
     /// live ones and the metadata replaces this state machine's. Atomic with
     /// the rest of `wtx`.
     pub fn install(&mut self, wtx: &WriteTransaction, staged: &StagedSnapshot) -> Result<(), StoreError> {
-        let meta: SmMeta = decode("snapshot state", &staged.state)?;
-        if meta.applied != staged.index {
+        let state: SnapshotState = decode("snapshot state", &staged.state)?;
+        if state.sm.applied != staged.index || state.mvcc.revision != staged.index {
             return Err(StoreError::Corrupt {
                 what: "snapshot".into(),
-                message: format!("state is at {} but the snapshot is at {}", meta.applied, staged.index),
+                message: format!(
+                    "state is at {} (store at {}) but the snapshot is at {}",
+                    state.sm.applied, state.mvcc.revision, staged.index
+                ),
             });
         }
-        // Make sure both staging tables exist (a snapshot may be empty).
-        wtx.open_table(KV_STAGING)?;
+        // Make sure every staging table exists (a snapshot may be empty).
+        wtx.open_table(mvcc::CURRENT_STAGING)?;
+        wtx.open_table(mvcc::HISTORY_STAGING)?;
+        wtx.open_table(mvcc::REVS_STAGING)?;
         wtx.open_table(SESSIONS_STAGING)?;
-        wtx.delete_table(KV)?;
+        wtx.delete_table(mvcc::CURRENT)?;
+        wtx.delete_table(mvcc::HISTORY)?;
+        wtx.delete_table(mvcc::REVS)?;
         wtx.delete_table(SESSIONS)?;
-        wtx.rename_table(KV_STAGING, KV)?;
+        wtx.rename_table(mvcc::CURRENT_STAGING, mvcc::CURRENT)?;
+        wtx.rename_table(mvcc::HISTORY_STAGING, mvcc::HISTORY)?;
+        wtx.rename_table(mvcc::REVS_STAGING, mvcc::REVS)?;
         wtx.rename_table(SESSIONS_STAGING, SESSIONS)?;
-        wtx.open_table(META)?.insert("sm", encode("sm", &meta)?.as_slice())?;
-        self.meta = meta;
+        let mut meta = wtx.open_table(META)?;
+        meta.insert("sm", encode("sm", &state.sm)?.as_slice())?;
+        meta.insert(MvccMeta::KEY, state.mvcc.encode()?.as_slice())?;
+        self.meta = state.sm;
+        self.mvcc = state.mvcc;
         Ok(())
     }
 
@@ -313,32 +353,19 @@ impl StateMachine {
         Ok(self.db.begin_read()?)
     }
 
-    /// Reads `key` in `rtx`.
-    pub fn get(rtx: &ReadTransaction, key: &[u8]) -> Result<Option<Versioned>, StoreError> {
-        let kv = rtx.open_table(KV)?;
-        kv.get(key)?.map(|v| decode_value(v.value())).transpose()
+    /// The multi-version store as `rtx` sees it.
+    pub fn view(rtx: &ReadTransaction) -> Result<View<'_>, StoreError> {
+        let meta = mvcc::meta_of(&rtx.open_table(META)?)?
+            .ok_or_else(|| StoreError::Corrupt { what: MvccMeta::KEY.into(), message: "missing".into() })?;
+        Ok(View::new(rtx, meta))
     }
+}
 
-    /// Reads up to `limit` keys starting with `prefix`, in key order.
-    pub fn scan(
-        rtx: &ReadTransaction,
-        prefix: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Bytes, Versioned)>, StoreError> {
-        let kv = rtx.open_table(KV)?;
-        let mut out = Vec::new();
-        for item in kv.range::<&[u8]>(prefix..)? {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = item?;
-            if !k.value().starts_with(prefix) {
-                break;
-            }
-            out.push((Bytes::copy_from_slice(k.value()), decode_value(v.value())?));
-        }
-        Ok(out)
-    }
+/// What a snapshot's `state` carries.
+#[derive(Serialize, Deserialize)]
+struct SnapshotState {
+    sm: SmMeta,
+    mvcc: MvccMeta,
 }
 
 /// Writes the sessions touched in a batch back to their table.
@@ -380,43 +407,6 @@ fn lookup_or_execute(
     Ok(outcome)
 }
 
-fn execute(
-    kv: &mut Table<&[u8], &[u8]>,
-    index: Index,
-    op: &WriteOp,
-) -> Result<Result<Response, ApiError>, StoreError> {
-    let current = |kv: &Table<&[u8], &[u8]>, key: &[u8]| -> Result<Option<Versioned>, StoreError> {
-        kv.get(key)?.map(|v| decode_value(v.value())).transpose()
-    };
-    Ok(Ok(match op {
-        WriteOp::Put { key, value } => {
-            kv.insert(key.as_ref(), encode_value(index, value).as_slice())?;
-            Response::Put { version: index }
-        }
-        WriteOp::Delete { key } => {
-            let previous = kv.remove(key.as_ref())?.map(|v| decode_value(v.value())).transpose()?;
-            Response::Delete { previous: previous.map(|p| p.version) }
-        }
-        WriteOp::Cas { key, expect, value } => {
-            let cur = current(kv, key)?;
-            let matches = match expect {
-                Expect::Value(want) => cur.as_ref().map(|c| &c.value) == want.as_ref(),
-                Expect::Version(v) => cur.as_ref().map_or(0, |c| c.version) == *v,
-            };
-            if matches {
-                kv.insert(key.as_ref(), encode_value(index, value).as_slice())?;
-                Response::Cas {
-                    swapped: true,
-                    current: Some(Versioned { value: value.clone(), version: index }),
-                }
-            } else {
-                Response::Cas { swapped: false, current: cur }
-            }
-        }
-        WriteOp::Note(_) => Response::Done,
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,12 +421,12 @@ mod tests {
         let mut runs = 0;
         let first = lookup_or_execute(&mut s, seq(1, 1), || {
             runs += 1;
-            Ok(Ok(Response::Put { version: 5 }))
+            Ok(Ok(Response::Put { revision: 5 }))
         })
         .unwrap();
         let again = lookup_or_execute(&mut s, seq(1, 1), || {
             runs += 1;
-            Ok(Ok(Response::Put { version: 6 }))
+            Ok(Ok(Response::Put { revision: 6 }))
         })
         .unwrap();
         assert_eq!(first, again);
@@ -468,35 +458,55 @@ pub fn stage_begin(db: &Database) -> Result<(), StoreError> {
     let mut wtx = db.begin_write()?;
     // Staged rows are only useful once whole; a crash clears them anyway.
     wtx.set_durability(redb::Durability::None)?;
-    wtx.delete_table(KV_STAGING)?;
+    wtx.delete_table(mvcc::CURRENT_STAGING)?;
+    wtx.delete_table(mvcc::HISTORY_STAGING)?;
+    wtx.delete_table(mvcc::REVS_STAGING)?;
     wtx.delete_table(SESSIONS_STAGING)?;
     wtx.commit()?;
     Ok(())
 }
 
+/// An 8-byte big-endian number at the end of a snapshot row's key.
+fn be_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
+    let tail: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
+        what: format!("snapshot {what} key"),
+        message: format!("{} bytes, expected 8", bytes.len()),
+    })?;
+    Ok(u64::from_be_bytes(tail))
+}
+
 /// Adds received rows to a staging table.
-pub fn stage_rows(
-    db: &Database,
-    table: crate::protocol::SnapshotTable,
-    rows: &[(Bytes, Bytes)],
-) -> Result<(), StoreError> {
+pub fn stage_rows(db: &Database, table: SnapshotTable, rows: &[(Bytes, Bytes)]) -> Result<(), StoreError> {
     let mut wtx = db.begin_write()?;
     wtx.set_durability(redb::Durability::None)?;
     match table {
-        crate::protocol::SnapshotTable::Kv => {
-            let mut t = wtx.open_table(KV_STAGING)?;
+        SnapshotTable::Kv => {
+            let mut t = wtx.open_table(mvcc::CURRENT_STAGING)?;
             for (k, v) in rows {
                 t.insert(k.as_ref(), v.as_ref())?;
             }
         }
-        crate::protocol::SnapshotTable::Sessions => {
+        SnapshotTable::History => {
+            let mut t = wtx.open_table(mvcc::HISTORY_STAGING)?;
+            for (k, v) in rows {
+                let split = k.len().checked_sub(8).ok_or_else(|| StoreError::Corrupt {
+                    what: "snapshot history key".into(),
+                    message: format!("{} bytes, expected at least 8", k.len()),
+                })?;
+                let rev = be_u64(&k[split..], "history")?;
+                t.insert((&k[..split], rev), v.as_ref())?;
+            }
+        }
+        SnapshotTable::Revs => {
+            let mut t = wtx.open_table(mvcc::REVS_STAGING)?;
+            for (k, v) in rows {
+                t.insert(be_u64(k, "revision")?, v.as_ref())?;
+            }
+        }
+        SnapshotTable::Sessions => {
             let mut t = wtx.open_table(SESSIONS_STAGING)?;
             for (k, v) in rows {
-                let key: [u8; 8] = k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                    what: "snapshot session key".into(),
-                    message: format!("{} bytes, expected 8", k.len()),
-                })?;
-                t.insert(u64::from_be_bytes(key), v.as_ref())?;
+                t.insert(be_u64(k, "session")?, v.as_ref())?;
             }
         }
     }
@@ -504,35 +514,55 @@ pub fn stage_rows(
     Ok(())
 }
 
+type Rows<'a> = Box<dyn Iterator<Item = Result<(Bytes, Bytes), StoreError>> + 'a>;
+
 /// Reads every row of a table from a read transaction in chunks of about
 /// `chunk_bytes`, handing each chunk to `emit` (which returns false to stop):
 /// a snapshot streams with bounded memory. Returns the number of rows read.
 pub fn export_rows(
     rtx: &ReadTransaction,
-    table: crate::protocol::SnapshotTable,
+    table: SnapshotTable,
     chunk_bytes: usize,
     mut emit: impl FnMut(Vec<(Bytes, Bytes)>) -> bool,
 ) -> Result<u64, StoreError> {
     let mut count = 0u64;
     let mut chunk = Vec::new();
     let mut size = 0usize;
-    let mut rows: Box<dyn Iterator<Item = Result<(Bytes, Bytes), StoreError>>> = match table {
-        crate::protocol::SnapshotTable::Kv => {
-            let t = rtx.open_table(KV)?;
-            Box::new(t.range::<&[u8]>(..)?.map(|item| {
+    let copy = |b: &[u8]| Bytes::copy_from_slice(b);
+    let rows: Rows<'_> = match table {
+        SnapshotTable::Kv => {
+            let t = rtx.open_table(mvcc::CURRENT)?;
+            Box::new(t.range::<&[u8]>(..)?.map(move |item| {
                 let (k, v) = item?;
-                Ok((Bytes::copy_from_slice(k.value()), Bytes::copy_from_slice(v.value())))
+                Ok((copy(k.value()), copy(v.value())))
             }))
         }
-        crate::protocol::SnapshotTable::Sessions => {
-            let t = rtx.open_table(SESSIONS)?;
-            Box::new(t.range::<u64>(..)?.map(|item| {
+        SnapshotTable::History => {
+            let t = rtx.open_table(mvcc::HISTORY)?;
+            Box::new(t.range::<(&[u8], u64)>(..)?.map(move |item| {
                 let (k, v) = item?;
-                Ok((Bytes::copy_from_slice(&k.value().to_be_bytes()), Bytes::copy_from_slice(v.value())))
+                let (key, rev) = k.value();
+                let mut full = key.to_vec();
+                full.extend_from_slice(&rev.to_be_bytes());
+                Ok((Bytes::from(full), copy(v.value())))
+            }))
+        }
+        SnapshotTable::Revs => {
+            let t = rtx.open_table(mvcc::REVS)?;
+            Box::new(t.range::<u64>(..)?.map(move |item| {
+                let (k, v) = item?;
+                Ok((copy(&k.value().to_be_bytes()), copy(v.value())))
+            }))
+        }
+        SnapshotTable::Sessions => {
+            let t = rtx.open_table(SESSIONS)?;
+            Box::new(t.range::<u64>(..)?.map(move |item| {
+                let (k, v) = item?;
+                Ok((copy(&k.value().to_be_bytes()), copy(v.value())))
             }))
         }
     };
-    for row in &mut rows {
+    for row in rows {
         let (k, v) = row?;
         count += 1;
         size += k.len() + v.len() + 8;

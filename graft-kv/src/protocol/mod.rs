@@ -19,16 +19,21 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::error::ProtocolError;
 
+mod kv;
+mod txn;
+
+pub use kv::{ApiError, KeyValue, LeaderHint, MAX_KEY, MAX_VALUE};
+pub use txn::{
+    check_key, check_value, Compare, CompareOp, CompareTarget, Txn, TxnOp, TxnOpResult, TxnResponse,
+    MAX_TXN_OPS,
+};
+
 /// Identifies graft connections, so that a stray connection is refused at once.
 pub const MAGIC: [u8; 5] = *b"graft";
 /// The protocol version this build speaks. A member refuses other versions.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The largest frame accepted, in bytes. Larger frames close the connection.
 pub const MAX_FRAME: usize = 16 << 20;
-/// The largest key accepted, in bytes.
-pub const MAX_KEY: usize = 4 << 10;
-/// The largest value accepted, in bytes.
-pub const MAX_VALUE: usize = 1 << 20;
 
 /// The first frame on every connection, from the side that connected.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,10 +133,20 @@ pub enum SnapshotFrame {
 /// The tables a snapshot carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SnapshotTable {
-    /// Key-value data.
+    /// Live keys and their records.
     Kv,
-    /// Client sessions.
+    /// Client sessions (key: the client id, 8 bytes big-endian).
     Sessions,
+    /// Past records (key: the key, then the revision, 8 bytes big-endian).
+    History,
+    /// Which keys each revision wrote (key: the revision, 8 bytes big-endian).
+    Revs,
+}
+
+impl SnapshotTable {
+    /// Every table, in the order a snapshot sends them.
+    pub const ALL: [SnapshotTable; 4] =
+        [SnapshotTable::Kv, SnapshotTable::History, SnapshotTable::Revs, SnapshotTable::Sessions];
 }
 
 /// The follower's answer to a snapshot stream.
@@ -181,7 +196,10 @@ pub enum Consistency {
 pub enum Expect {
     /// The current value equals this (`None`: the key is absent).
     Value(Option<Bytes>),
-    /// The current version equals this (0: the key is absent).
+    /// The key's last write was at this revision (0: the key is absent).
+    ModRevision(u64),
+    /// The key was written this many times since it was created (0: the
+    /// key is absent).
     Version(u64),
 }
 
@@ -207,6 +225,8 @@ pub enum Request {
         key: Bytes,
         /// How fresh.
         consistency: Consistency,
+        /// Read the key as it stood at this revision (0: the latest).
+        revision: u64,
     },
     /// Reads keys that start with `prefix`, in key order.
     Scan {
@@ -216,6 +236,8 @@ pub enum Request {
         limit: u32,
         /// How fresh.
         consistency: Consistency,
+        /// Read the keys as they stood at this revision (0: the latest).
+        revision: u64,
     },
     /// Sets a key.
     Put {
@@ -230,6 +252,28 @@ pub enum Request {
     Delete {
         /// The key.
         key: Bytes,
+        /// For exactly-once execution.
+        session: Option<SessionSeq>,
+    },
+    /// Removes every key starting with `prefix`, atomically.
+    DeletePrefix {
+        /// The prefix (empty: every key).
+        prefix: Bytes,
+        /// For exactly-once execution.
+        session: Option<SessionSeq>,
+    },
+    /// A multi-key transaction, applied atomically.
+    Txn {
+        /// The transaction.
+        txn: Txn,
+        /// For exactly-once execution.
+        session: Option<SessionSeq>,
+    },
+    /// Discards the history below `revision`: reads and watches at older
+    /// revisions are refused from then on.
+    Compact {
+        /// The oldest revision to keep readable.
+        revision: u64,
         /// For exactly-once execution.
         session: Option<SessionSeq>,
     },
@@ -278,71 +322,101 @@ pub enum Request {
 impl Request {
     /// Whether the request changes data (and so goes through the log).
     pub fn is_write(&self) -> bool {
-        matches!(self, Request::Put { .. } | Request::Delete { .. } | Request::Cas { .. })
+        matches!(
+            self,
+            Request::Put { .. }
+                | Request::Delete { .. }
+                | Request::Cas { .. }
+                | Request::DeletePrefix { .. }
+                | Request::Txn { .. }
+                | Request::Compact { .. }
+        )
     }
 
-    /// Checks sizes before the request is accepted.
+    /// Checks sizes and shapes before the request is accepted.
     pub fn validate(&self) -> Result<(), ApiError> {
-        let (key, value) = match self {
-            Request::Get { key, .. } | Request::Delete { key, .. } => (key, None),
-            Request::Scan { prefix, .. } => (prefix, None),
-            Request::Put { key, value, .. } | Request::Cas { key, value, .. } => (key, Some(value)),
-            Request::Status
+        match self {
+            Request::Get { key, .. } | Request::Delete { key, .. } => check_key(key),
+            Request::Scan { prefix, .. } | Request::DeletePrefix { prefix, .. } => check_key(prefix),
+            Request::Put { key, value, .. } => check_key(key).and_then(|()| check_value(value)),
+            Request::Cas { key, value, expect, .. } => {
+                check_key(key)?;
+                check_value(value)?;
+                match expect {
+                    Expect::Value(Some(v)) => check_value(v),
+                    _ => Ok(()),
+                }
+            }
+            Request::Txn { txn, .. } => txn.validate(),
+            Request::Compact { revision: 0, .. } => {
+                Err(ApiError::Invalid("compact needs a revision above 0".into()))
+            }
+            Request::Compact { .. }
+            | Request::Status
             | Request::Metrics
             | Request::TransferLeader { .. }
             | Request::AddMember { .. }
             | Request::PromoteMember { .. }
-            | Request::RemoveMember { .. } => return Ok(()),
-        };
-        if key.len() > MAX_KEY {
-            return Err(ApiError::KeyTooLarge { size: key.len(), max: MAX_KEY });
+            | Request::RemoveMember { .. } => Ok(()),
         }
-        if let Some(v) = value {
-            if v.len() > MAX_VALUE {
-                return Err(ApiError::ValueTooLarge { size: v.len(), max: MAX_VALUE });
-            }
-        }
-        if let Request::Cas { expect: Expect::Value(Some(v)), .. } = self {
-            if v.len() > MAX_VALUE {
-                return Err(ApiError::ValueTooLarge { size: v.len(), max: MAX_VALUE });
-            }
-        }
-        Ok(())
     }
 }
 
-/// A value and its version.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Versioned {
-    /// The value.
-    pub value: Bytes,
-    /// The log index of the write that set it.
-    pub version: u64,
-}
-
-/// A successful response.
+/// A successful response. Answers about data carry `revision`: the
+/// revision of the state the request read (the member's applied index) or
+/// of the entry it wrote.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    /// The key's value, if present.
-    Get(Option<Versioned>),
+    /// The key, if present.
+    Get {
+        /// Its record.
+        kv: Option<KeyValue>,
+        /// The revision read.
+        revision: u64,
+    },
     /// Matching keys in key order.
-    Scan(Vec<(Bytes, Versioned)>),
-    /// The new version.
+    Scan {
+        /// The keys and their records.
+        kvs: Vec<(Bytes, KeyValue)>,
+        /// The revision read.
+        revision: u64,
+    },
+    /// The put's revision.
     Put {
-        /// The log index of this write.
-        version: u64,
+        /// The revision of this write.
+        revision: u64,
     },
     /// Whether the key existed.
     Delete {
-        /// The version the key had, if it existed.
-        previous: Option<u64>,
+        /// The key's record before the delete, if it existed.
+        previous: Option<KeyValue>,
+        /// The revision of this write.
+        revision: u64,
+    },
+    /// How many keys a prefix delete removed.
+    DeletePrefix {
+        /// The count.
+        deleted: u64,
+        /// The revision of this write.
+        revision: u64,
     },
     /// The outcome of a compare-and-swap.
     Cas {
         /// Whether the value was swapped.
         swapped: bool,
-        /// The value after the operation (the new one if swapped).
-        current: Option<Versioned>,
+        /// The key after the operation (the new record if swapped).
+        current: Option<KeyValue>,
+        /// The revision of this write.
+        revision: u64,
+    },
+    /// The outcome of a transaction.
+    Txn(TxnResponse),
+    /// History below `compacted` is gone.
+    Compacted {
+        /// The compaction point: the oldest readable revision.
+        compacted: u64,
+        /// The revision of this entry.
+        revision: u64,
     },
     /// The member's state.
     Status(Box<MemberStatus>),
@@ -373,6 +447,9 @@ pub struct MemberStatus {
     pub first_index: u64,
     /// The index of its last log entry.
     pub last_index: u64,
+    /// The oldest revision its store can still read (history below was
+    /// compacted).
+    pub compacted: u64,
     /// The members it knows of.
     pub members: Vec<MemberInfo>,
 }
@@ -408,56 +485,6 @@ pub struct MemberInfo {
     pub addr: String,
     /// Whether it votes.
     pub voter: bool,
-}
-
-/// Where the leader is.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaderHint {
-    /// Its member id.
-    pub id: NodeId,
-    /// Its address.
-    pub addr: String,
-}
-
-/// A refused or failed request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum ApiError {
-    /// Ask the leader instead (if one is known).
-    #[error("not the leader{}", match .leader { Some(l) => format!(" (leader is {} at {})", l.id, l.addr), None => " (no leader known)".into() })]
-    NotLeader {
-        /// The leader this member knows of.
-        leader: Option<LeaderHint>,
-    },
-    /// The key is over [`MAX_KEY`].
-    #[error("key of {size} bytes is over the limit of {max}")]
-    KeyTooLarge {
-        /// Its size.
-        size: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// The value is over [`MAX_VALUE`].
-    #[error("value of {size} bytes is over the limit of {max}")]
-    ValueTooLarge {
-        /// Its size.
-        size: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// The request makes no sense.
-    #[error("invalid request: {0}")]
-    Invalid(String),
-    /// The member cannot serve now (shutting down, overloaded, leadership
-    /// changing). Retry, possibly elsewhere. For a write, the outcome is unknown.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    /// The write's session was forgotten (expired), so a retry cannot be
-    /// told apart from a new write. Its outcome is unknown.
-    #[error("session expired: the outcome of this write is unknown")]
-    SessionExpired,
-    /// The member failed.
-    #[error("internal error: {0}")]
-    Internal(String),
 }
 
 /// A framed connection carrying postcard-encoded messages.
@@ -511,7 +538,7 @@ mod tests {
             id: 7,
             request: Request::Cas {
                 key: Bytes::from("k"),
-                expect: Expect::Version(3),
+                expect: Expect::ModRevision(3),
                 value: Bytes::from("v"),
                 session: Some(SessionSeq { client: 1, seq: 2, ack_below: 2 }),
             },
@@ -550,7 +577,11 @@ mod tests {
         let req =
             Request::Put { key: Bytes::from("k"), value: Bytes::from(vec![0; MAX_VALUE + 1]), session: None };
         assert!(matches!(req.validate(), Err(ApiError::ValueTooLarge { .. })));
-        let req = Request::Get { key: Bytes::from(vec![0; MAX_KEY + 1]), consistency: Consistency::Stale };
+        let req = Request::Get {
+            key: Bytes::from(vec![0; MAX_KEY + 1]),
+            consistency: Consistency::Stale,
+            revision: 0,
+        };
         assert!(matches!(req.validate(), Err(ApiError::KeyTooLarge { .. })));
     }
 }
