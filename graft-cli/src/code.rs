@@ -37,6 +37,10 @@ impl Code {
             if cause.downcast_ref::<NoMemberAnswered>().is_some() {
                 return Code::Unavailable;
             }
+            if cause.downcast_ref::<graft_kv::WatchError>().is_some() {
+                // A compacted start revision, or a refused watch.
+                return Code::Usage;
+            }
             if let Some(e) = cause.downcast_ref::<ClientError>() {
                 return match e {
                     ClientError::Unavailable { .. } => Code::Unavailable,

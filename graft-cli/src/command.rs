@@ -79,6 +79,17 @@ pub enum Command {
         /// The oldest revision to keep readable.
         revision: u64,
     },
+    /// Print every change to a key or prefix as it happens.
+    Watch {
+        /// The key, or the prefix with `prefix`.
+        key: String,
+        /// Follow every key starting with `key`.
+        prefix: bool,
+        /// Start from this revision, replaying history (0: from now).
+        from_revision: u64,
+        /// Print each key's previous value too.
+        prev_value: bool,
+    },
     /// Set a key if it holds what is expected.
     Cas {
         /// The key.
@@ -150,6 +161,7 @@ impl Command {
             Command::Delete { .. } | Command::DeletePrefix { .. } => "delete",
             Command::Txn(_) => "txn",
             Command::Compact { .. } => "compact",
+            Command::Watch { .. } => "watch",
             Command::Cas { .. } => "cas",
             Command::Scan { .. } => "scan",
             Command::Status => "status",
@@ -241,6 +253,23 @@ pub enum CommandArgs {
     Compact {
         /// The oldest revision to keep readable
         revision: u64,
+    },
+    /// Print every change to KEY (or every key starting with it, with
+    /// --prefix) as it happens, until Ctrl+C: `PUT KEY VALUE` and
+    /// `DELETE KEY` lines. Survives the death of the member it reads from
+    #[command(long_about = WATCH_ABOUT)]
+    Watch {
+        /// The key, or the prefix with --prefix
+        key: String,
+        /// Watch every key starting with KEY
+        #[arg(long)]
+        prefix: bool,
+        /// Replay the changes from revision R first, then follow live
+        #[arg(long, value_name = "R", default_value_t = 0)]
+        from_revision: u64,
+        /// Also print each key's previous value
+        #[arg(long)]
+        prev_value: bool,
     },
     /// Compare-and-swap: set KEY to NEW if it holds EXPECTED (exit 1 if not)
     #[command(
@@ -376,6 +405,21 @@ an absent key never holds. A branch may not write one key twice. At most
 Example (take a lock if nobody holds it):
   printf 'mod(lock) = 0\\n\\nput lock me\\n\\nget lock\\n' | graft-cli txn";
 
+/// `help watch`.
+const WATCH_ABOUT: &str = "\
+Print every change to KEY, or with --prefix to every key starting with KEY,
+in revision order as it happens, until Ctrl+C (exit 0). Plain output is one
+line per change: `PUT KEY VALUE` or `DELETE KEY`, with --prev-value followed
+by `(previous: VALUE)` when the key had one. --output json prints one
+object per change: type, key, value, revision, create_revision,
+mod_revision, version (and prev_value).
+
+--from-revision R replays the changes from revision R on (history is kept
+until compacted; below that the watch fails with exit 2 naming the oldest
+revision left), then follows live, with no gap or repeat. If the member
+serving the watch dies, or cancels it because the output is read too slowly,
+the watch resumes on another member from the last revision printed.";
+
 /// `help member`: what the `member` commands are for.
 const MEMBER_ABOUT: &str = "\
 Membership: list, add, remove or promote members, one change at a time (each
@@ -469,6 +513,9 @@ impl TryFrom<CommandArgs> for Command {
                     txn.validate().map_err(|e| UsageError(e.to_string()))?;
                     Command::Txn(txn)
                 }
+            }
+            CommandArgs::Watch { key, prefix, from_revision, prev_value } => {
+                Command::Watch { key, prefix, from_revision, prev_value }
             }
             CommandArgs::Compact { revision } => {
                 if revision == 0 {
@@ -698,6 +745,10 @@ mod tests {
         assert_eq!(run("delete k"), Command::Delete { key: s("k") });
         assert_eq!(run("delete --prefix a/"), Command::DeletePrefix { prefix: s("a/") });
         assert_eq!(run("compact 40"), Command::Compact { revision: 40 });
+        assert_eq!(
+            run("watch cfg/ --prefix --from-revision 7 --prev-value"),
+            Command::Watch { key: s("cfg/"), prefix: true, from_revision: 7, prev_value: true }
+        );
         assert_eq!(
             run("cas k new --mod-revision 7"),
             Command::Cas { key: s("k"), expect: Expectation::ModRevision(7), new: s("new") }

@@ -202,6 +202,11 @@ impl Executor {
         self.client.leader()
     }
 
+    /// The client (for `watch`, which streams instead of answering once).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// Runs one command. The error's context names the command and key.
     pub async fn run(&self, cmd: &Command) -> anyhow::Result<Outcome> {
         let c = &self.client;
@@ -256,6 +261,7 @@ impl Executor {
                     .with_context(|| format!("scan {prefix}"))?;
                 Outcome::Scanned { prefix: prefix.clone(), items, revision }
             }
+            Command::Watch { .. } => anyhow::bail!("watch streams its output; the runner serves it"),
             Command::Status => Outcome::Status(build_report(self.survey().await.context("status")?)),
             Command::LeaderTransfer { to } => {
                 c.transfer_leader(*to).await.with_context(|| format!("leader transfer {to}"))?;

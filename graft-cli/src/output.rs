@@ -22,7 +22,7 @@
 
 use base64::Engine;
 use bytes::Bytes;
-use graft_kv::protocol::{KeyValue, TxnOp, TxnOpResult};
+use graft_kv::protocol::{KeyValue, TxnOp, TxnOpResult, WatchEvent};
 use serde_json::{json, Map, Value};
 
 use crate::cli::OutputFormat;
@@ -38,6 +38,54 @@ pub fn render(format: OutputFormat, outcome: &Outcome) -> Vec<u8> {
             let mut line = json_outcome(outcome).to_string().into_bytes();
             line.push(b'\n');
             line
+        }
+    }
+}
+
+/// One change of a `watch`: `PUT KEY VALUE` or `DELETE KEY` (with
+/// `with_prev`, then ` (previous: VALUE)` if there was one), or one JSON
+/// object.
+pub fn render_event(format: OutputFormat, e: &WatchEvent, with_prev: bool) -> Vec<u8> {
+    match format {
+        OutputFormat::Plain => {
+            let mut out = Vec::new();
+            match &e.kv {
+                Some(kv) => {
+                    out.extend_from_slice(b"PUT ");
+                    out.extend_from_slice(&e.key);
+                    out.push(b' ');
+                    out.extend_from_slice(&kv.value);
+                }
+                None => {
+                    out.extend_from_slice(b"DELETE ");
+                    out.extend_from_slice(&e.key);
+                }
+            }
+            if let (true, Some(p)) = (with_prev, &e.prev) {
+                out.extend_from_slice(b" (previous: ");
+                out.extend_from_slice(&p.value);
+                out.push(b')');
+            }
+            out.push(b'\n');
+            out
+        }
+        OutputFormat::Json => {
+            let mut obj = Map::new();
+            obj.insert("type".into(), Value::from(if e.kv.is_some() { "PUT" } else { "DELETE" }));
+            put_bytes(&mut obj, "key", &e.key);
+            obj.insert("revision".into(), Value::from(e.revision));
+            if let Some(kv) = &e.kv {
+                record(&mut obj, kv);
+            }
+            if with_prev {
+                match &e.prev {
+                    Some(p) => put_bytes(&mut obj, "prev_value", &p.value),
+                    None => {
+                        obj.insert("prev_value".into(), Value::Null);
+                    }
+                }
+            }
+            format!("{}\n", Value::Object(obj)).into_bytes()
         }
     }
 }
@@ -663,6 +711,25 @@ mod tests {
         );
         assert_eq!(plain_text(&Outcome::MemberRemoved { id: 4 }), "member 4 removed\n");
         assert_eq!(plain_text(&Outcome::MemberPromoted { id: 4 }), "member 4 promoted to voter\n");
+    }
+
+    #[test]
+    fn watch_events_plain_and_json() {
+        let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+        let put = WatchEvent { key: b("k"), revision: 9, kv: Some(v(b"new", 9)), prev: Some(v(b"old", 5)) };
+        let del = WatchEvent { key: b("k"), revision: 10, kv: None, prev: None };
+        let plain = |e: &WatchEvent, p| String::from_utf8(render_event(OutputFormat::Plain, e, p)).unwrap();
+        assert_eq!(plain(&put, false), "PUT k new\n");
+        assert_eq!(plain(&put, true), "PUT k new (previous: old)\n");
+        assert_eq!(plain(&del, true), "DELETE k\n");
+        let j: Value = serde_json::from_slice(&render_event(OutputFormat::Json, &put, true)).unwrap();
+        assert_eq!(
+            j,
+            json!({"type": "PUT", "key": "k", "revision": 9, "value": "new", "create_revision": 8,
+                   "mod_revision": 9, "version": 2, "prev_value": "old"})
+        );
+        let j: Value = serde_json::from_slice(&render_event(OutputFormat::Json, &del, false)).unwrap();
+        assert_eq!(j, json!({"type": "DELETE", "key": "k", "revision": 10}));
     }
 
     #[test]

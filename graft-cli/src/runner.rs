@@ -12,6 +12,8 @@ use crate::code::{outcome_unknown, Code};
 use crate::command::{Command, Parsed, UsageError};
 use crate::exec::Executor;
 use crate::output;
+use graft_kv::protocol::WatchFilter;
+use graft_kv::{WatchItem, WatchOptions};
 
 /// What to do after a line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +60,9 @@ impl Runner {
                 return self.fail(None, &e, prefix);
             }
         };
+        if let Command::Watch { .. } = cmd {
+            return self.watch(&cmd, prefix);
+        }
         let result = if cancel_on_ctrl_c {
             self.rt.block_on(async {
                 tokio::select! {
@@ -90,6 +95,46 @@ impl Runner {
             }
             Some(Err(e)) => self.fail(Some(cmd.name()), &e, prefix),
         }
+    }
+
+    /// Streams a watch's changes until Ctrl+C (exit 0), standard output
+    /// closing, or the watch failing.
+    fn watch(&self, cmd: &Command, prefix: &str) -> Step {
+        let Command::Watch { key, prefix: is_prefix, from_revision, prev_value } = cmd else {
+            return Step::Continue(Code::Ok);
+        };
+        let opts = WatchOptions {
+            filter: WatchFilter { key: bytes::Bytes::from(key.clone()), prefix: *is_prefix },
+            start_revision: *from_revision,
+            prev_kv: *prev_value,
+            progress_ms: 0,
+        };
+        self.rt.block_on(async {
+            let mut w = self.exec.client().watch(opts);
+            loop {
+                let item = tokio::select! {
+                    () = ctrl_c() => return Step::Continue(Code::Ok),
+                    item = w.next() => item,
+                };
+                match item {
+                    Some(Ok(WatchItem::Events(events))) => {
+                        for e in &events {
+                            if let Step::Stop(code) =
+                                self.emit(&output::render_event(self.format, e, *prev_value), Code::Ok)
+                            {
+                                return Step::Stop(code);
+                            }
+                        }
+                    }
+                    Some(Ok(WatchItem::Progress(_))) => {}
+                    Some(Err(e)) => {
+                        let e = anyhow::Error::new(e).context(format!("watch {key}"));
+                        return self.fail(Some("watch"), &e, prefix);
+                    }
+                    None => return Step::Continue(Code::Ok),
+                }
+            }
+        })
     }
 
     fn fail(&self, command: Option<&str>, e: &anyhow::Error, prefix: &str) -> Step {

@@ -305,6 +305,15 @@ impl Client {
         }
     }
 
+    /// Starts a watch: the changes to a key or prefix, in revision order,
+    /// from `opts.start_revision` (history first) or from now, resumed on
+    /// another member from the last revision delivered whenever the stream
+    /// breaks. Needs a tokio runtime.
+    pub fn watch(&self, opts: crate::watcher::WatchOptions) -> crate::watcher::Watcher {
+        let endpoints = self.inner.endpoints.lock().map(|e| e.clone()).unwrap_or_default();
+        crate::watcher::start(endpoints, opts)
+    }
+
     /// Discards the history below `revision`; returns the compaction point.
     pub async fn compact(&self, revision: u64) -> Result<u64, ClientError> {
         match self.write(|session| Request::Compact { revision, session }).await? {

@@ -13,6 +13,9 @@
 //! - [`storage`]: the redb database — identity, log, hard state, key-value
 //!   tables, client sessions.
 //! - [`mvcc`]: the multi-version store: revisions, history, compaction.
+//! - [`watch`]: watches: the hub the node publishes changes to, history
+//!   replay, and the task serving one watch on a connection.
+//! - [`watcher`]: the client side of a watch, resuming across members.
 //! - [`command`]: the commands written into the log.
 //! - [`protocol`]: frames and messages on the wire.
 //! - [`client`]: [`Client`], the Rust client graft-cli uses.
@@ -39,7 +42,10 @@ pub mod server;
 pub mod snapshot;
 pub mod storage;
 pub mod transport;
+pub mod watch;
+pub mod watcher;
 pub mod workload;
 
 pub use client::{Client, ClientError, ClientOptions};
 pub use config::ClusterConfig;
+pub use watcher::{WatchError, WatchItem, WatchOptions, Watcher};

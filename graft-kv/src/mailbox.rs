@@ -10,6 +10,11 @@ use graft_core::{Message, NodeId};
 use crate::protocol::{ApiError, ClientResponse, Request, Response};
 use crate::storage::StagedSnapshot;
 
+/// A client connection's queue of answers for its socket, each with the
+/// permit (if any) to give back once it is written: a watch uses them to
+/// never queue more than a few answers ahead of the socket.
+pub type ConnSink = mpsc::UnboundedSender<(ClientResponse, Option<OwnedSemaphorePermit>)>;
+
 /// Where an answer goes.
 pub enum Responder {
     /// A client connection, matched by request id.
@@ -17,7 +22,7 @@ pub enum Responder {
         /// The request id.
         id: u64,
         /// The connection's response queue.
-        tx: mpsc::UnboundedSender<ClientResponse>,
+        tx: ConnSink,
         /// Holds one of the connection's in-flight slots until answered.
         permit: Option<OwnedSemaphorePermit>,
     },
@@ -30,7 +35,7 @@ impl Responder {
     pub fn send(self, result: Result<Response, ApiError>) {
         match self {
             Responder::Conn { id, tx, permit } => {
-                let _ = tx.send(ClientResponse { id, result });
+                let _ = tx.send((ClientResponse { id, result }, None));
                 drop(permit);
             }
             Responder::Once(tx) => {

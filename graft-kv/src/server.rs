@@ -1,6 +1,7 @@
 //! One member: the listener (peers and clients share its port), the
 //! connection handlers, and the startup and shutdown sequence.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use graft_core::{ConfState, NodeId, RawNode};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -17,12 +18,19 @@ use crate::error::{ConfigError, ProtocolError, StoreError};
 use crate::mailbox::{NodeInput, Responder};
 use crate::members::AddressBook;
 use crate::node::{Node, NodeError, NodeOptions};
-use crate::protocol::{self, ClientRequest, ConnKind, Hello, HelloReply, PeerFrame, MAGIC, PROTOCOL_VERSION};
+use crate::protocol::{
+    self, ClientRequest, ClientResponse, ConnKind, Hello, HelloReply, PeerFrame, Request, MAGIC,
+    PROTOCOL_VERSION,
+};
 use crate::storage::{self, Bootstrap, Identity};
 use crate::transport::Transport;
+use crate::watch::{self, stream::WatchRequest, WatchHub};
 
 /// Requests one client connection may have in flight.
 const MAX_IN_FLIGHT_PER_CONN: usize = 4096;
+
+/// The most watches one client connection serves at once.
+const MAX_WATCHES_PER_CONN: usize = 1024;
 /// Connections served at once; more wait in the kernel's accept queue.
 const MAX_CONNECTIONS: usize = 4096;
 /// How long a new connection has to say hello.
@@ -194,6 +202,7 @@ pub async fn run_member(mut opts: MemberOptions, shutdown: CancellationToken) ->
         log: opts.cluster.log,
         history: opts.cluster.history.retention(),
         inputs: node_tx.clone(),
+        watches: WatchHub::new(store.sm.applied()),
     };
     let ctx = Arc::new(ConnCtx {
         cluster: opts.cluster.cluster_id.clone(),
@@ -201,6 +210,7 @@ pub async fn run_member(mut opts: MemberOptions, shutdown: CancellationToken) ->
         node: node_tx,
         db: store.sm_db.clone(),
         snapshot_busy: Arc::new(tokio::sync::Mutex::new(())),
+        watches: node_opts.watches.clone(),
     });
     let known: Vec<String> =
         addrs.iter().filter(|(id, _)| *id != opts.id).map(|(_, a)| a.to_owned()).collect();
@@ -309,6 +319,8 @@ struct ConnCtx {
     db: Arc<redb::Database>,
     /// One incoming snapshot at a time.
     snapshot_busy: Arc<tokio::sync::Mutex<()>>,
+    /// The member's watch hub, which the node publishes to.
+    watches: Arc<WatchHub>,
 }
 
 /// The listen backlog: room for a burst of simultaneous connects (a full
@@ -464,18 +476,24 @@ async fn client_loop(
     shutdown: CancellationToken,
 ) -> Result<(), ProtocolError> {
     let (mut sink, mut stream) = conn.split();
-    let (resp_tx, mut resp_rx) = mpsc::unbounded_channel();
+    let (resp_tx, mut resp_rx) = mpsc::unbounded_channel::<(ClientResponse, Option<OwnedSemaphorePermit>)>();
     let writer = tokio::spawn(async move {
-        while let Some(first) = resp_rx.recv().await {
+        while let Some((first, permit)) = resp_rx.recv().await {
+            let mut written = vec![permit];
             sink.feed(protocol::encode(&first)?).await?;
-            while let Ok(more) = resp_rx.try_recv() {
+            while let Ok((more, permit)) = resp_rx.try_recv() {
                 sink.feed(protocol::encode(&more)?).await?;
+                written.push(permit);
             }
             sink.flush().await?;
+            // A watch may queue more once its answers are on the socket.
+            drop(written);
         }
         Ok::<(), ProtocolError>(())
     });
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CONN));
+    // The watches this connection serves, by request id.
+    let mut watches: HashMap<u64, CancellationToken> = HashMap::new();
     let result = async {
         loop {
             let Ok(permit) = in_flight.clone().acquire_owned().await else { return Ok(()) };
@@ -489,15 +507,51 @@ async fn client_loop(
             };
             let req: ClientRequest = protocol::decode(&frame)?;
             let responder = Responder::Conn { id: req.id, tx: resp_tx.clone(), permit: Some(permit) };
-            if let Err(mpsc::error::SendError(NodeInput::Client(_, r))) =
-                ctx.node.send(NodeInput::Client(req.request, responder)).await
-            {
-                r.send(Err(protocol::ApiError::Unavailable("member is shutting down".into())));
-                return Ok(());
+            match req.request {
+                Request::Watch { filter, start_revision, prev_kv, progress_ms } => {
+                    watches.retain(|_, t| !t.is_cancelled());
+                    if let Err(e) = protocol::check_key(&filter.key) {
+                        responder.send(Err(e));
+                        continue;
+                    }
+                    if watches.len() >= MAX_WATCHES_PER_CONN || watches.contains_key(&req.id) {
+                        responder.send(Err(protocol::ApiError::Invalid(format!(
+                            "a connection serves at most {MAX_WATCHES_PER_CONN} watches, each with its own request id"
+                        ))));
+                        continue;
+                    }
+                    drop(responder);
+                    let stop = shutdown.child_token();
+                    watches.insert(req.id, stop.clone());
+                    let w = WatchRequest { filter, start_revision, prev_kv, progress_ms };
+                    let (db, hub, tx) = (ctx.db.clone(), ctx.watches.clone(), resp_tx.clone());
+                    tokio::spawn(async move {
+                        watch::stream::serve(db, hub, req.id, w, tx, stop.clone()).await;
+                        stop.cancel();
+                    });
+                }
+                Request::CancelWatch { id } => {
+                    let found = watches.remove(&id).map(|t| t.cancel()).is_some();
+                    responder.send(match found {
+                        true => Ok(protocol::Response::Done),
+                        false => Err(protocol::ApiError::Invalid(format!("no watch with request id {id}"))),
+                    });
+                }
+                request => {
+                    if let Err(mpsc::error::SendError(NodeInput::Client(_, r))) =
+                        ctx.node.send(NodeInput::Client(request, responder)).await
+                    {
+                        r.send(Err(protocol::ApiError::Unavailable("member is shutting down".into())));
+                        return Ok(());
+                    }
+                }
             }
         }
     }
     .await;
+    for (_, stop) in watches {
+        stop.cancel();
+    }
     drop(resp_tx);
     // Answers already queued still go out, unless the writer failed.
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;

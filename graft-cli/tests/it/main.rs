@@ -9,3 +9,4 @@ mod repl;
 mod stdin;
 mod util;
 mod verify;
+mod watch;

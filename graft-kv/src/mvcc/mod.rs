@@ -43,7 +43,7 @@ use bytes::Bytes;
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::error::StoreError;
-use crate::protocol::KeyValue;
+use crate::protocol::{KeyValue, WatchEvent};
 
 pub use record::{
     decode_record, encode_record, MvccMeta, RevRecord, CURRENT, CURRENT_STAGING, HISTORY, HISTORY_STAGING,
@@ -60,7 +60,7 @@ pub struct Writer<'t> {
     /// The revision being written.
     revision: u64,
     /// What it wrote so far, in order.
-    writes: Vec<(Bytes, bool)>,
+    writes: Vec<WatchEvent>,
 }
 
 impl<'t> Writer<'t> {
@@ -109,7 +109,12 @@ impl<'t> Writer<'t> {
         let rec = encode_record(&kv);
         self.current.insert(key.as_ref(), rec.as_slice())?;
         self.history.insert((key.as_ref(), self.revision), rec.as_slice())?;
-        self.writes.push((key.clone(), true));
+        self.writes.push(WatchEvent {
+            key: key.clone(),
+            revision: self.revision,
+            kv: Some(kv),
+            prev: prev.clone(),
+        });
         Ok(prev)
     }
 
@@ -118,7 +123,12 @@ impl<'t> Writer<'t> {
         let prev = self.current.remove(key.as_ref())?.map(|v| decode_record(v.value())).transpose()?;
         if prev.is_some() {
             self.history.insert((key.as_ref(), self.revision), &[][..])?;
-            self.writes.push((key.clone(), false));
+            self.writes.push(WatchEvent {
+                key: key.clone(),
+                revision: self.revision,
+                kv: None,
+                prev: prev.clone(),
+            });
         }
         Ok(prev)
     }
@@ -133,19 +143,19 @@ impl<'t> Writer<'t> {
     }
 
     /// Ends the revision: records which keys it wrote (if any) with the
-    /// leader's clock, and returns them.
-    pub fn finish(&mut self, time_ms: u64) -> Result<Vec<(Bytes, bool)>, StoreError> {
-        let writes = std::mem::take(&mut self.writes);
-        if !writes.is_empty() {
+    /// leader's clock, and returns what it wrote, as watch events.
+    pub fn finish(&mut self, time_ms: u64) -> Result<Vec<WatchEvent>, StoreError> {
+        let events = std::mem::take(&mut self.writes);
+        if !events.is_empty() {
+            let writes = events.iter().map(|e| (e.key.clone(), e.kv.is_some())).collect();
             let rec = RevRecord { time_ms, writes };
             let bytes = postcard::to_stdvec(&rec).map_err(|e| StoreError::Corrupt {
                 what: "revision record".into(),
                 message: e.to_string(),
             })?;
             self.revs.insert(self.revision, bytes.as_slice())?;
-            return Ok(rec.writes);
         }
-        Ok(writes)
+        Ok(events)
     }
 
     /// Removes history below the compaction point, at most about `budget`

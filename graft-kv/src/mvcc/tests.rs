@@ -32,7 +32,7 @@ fn write(db: &Database, rev: u64, f: impl FnOnce(&mut Writer<'_>)) -> Vec<(Bytes
         let mut w = Writer::open(&wtx).unwrap();
         w.begin(rev);
         f(&mut w);
-        w.finish(rev * 10).unwrap()
+        w.finish(rev * 10).unwrap().into_iter().map(|e| (e.key, e.kv.is_some())).collect()
     };
     wtx.commit().unwrap();
     writes

@@ -115,6 +115,8 @@ pub struct NodeOptions {
     pub history: crate::mvcc::compact::Retention,
     /// The node's own input queue (snapshot senders report into it).
     pub inputs: mpsc::Sender<NodeInput>,
+    /// Where applied changes go for watches.
+    pub watches: Arc<crate::watch::WatchHub>,
 }
 
 /// The second half of a `Ready` whose disk work is in progress.

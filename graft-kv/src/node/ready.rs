@@ -152,6 +152,7 @@ impl Node {
         }
         if let Some((index, done)) = f.snapshot {
             info!("{}, installed snapshot at index {index}", self.id());
+            self.opts.watches.reset(self.sm.applied());
             let _ = done.send(());
             self.addrs.learn_members(self.sm.members());
             self.sync_peers();
@@ -166,6 +167,8 @@ impl Node {
         if committed.iter().any(|e| e.is_config()) {
             self.sync_peers();
         }
+        let events: Vec<_> = applied.iter_mut().flat_map(|a| std::mem::take(&mut a.events)).collect();
+        self.opts.watches.publish(self.sm.applied(), &events);
         for a in applied {
             self.answer_write(a);
         }

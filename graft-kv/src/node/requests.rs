@@ -57,6 +57,11 @@ impl Node {
                 }
                 Ok(())
             }
+            Request::Watch { .. } | Request::CancelWatch { .. } => {
+                // The connection serves watches itself (`watch::stream`).
+                responder.send(Err(ApiError::Invalid("a watch is served by its connection".into())));
+                Ok(())
+            }
             Request::Status => {
                 responder.send(Ok(Response::Status(Box::new(self.status()))));
                 Ok(())

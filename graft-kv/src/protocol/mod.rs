@@ -21,12 +21,14 @@ use crate::error::ProtocolError;
 
 mod kv;
 mod txn;
+mod watch;
 
 pub use kv::{ApiError, KeyValue, LeaderHint, MAX_KEY, MAX_VALUE};
 pub use txn::{
     check_key, check_value, Compare, CompareOp, CompareTarget, Txn, TxnOp, TxnOpResult, TxnResponse,
     MAX_TXN_OPS,
 };
+pub use watch::{WatchEvent, WatchFilter, WatchResponse};
 
 /// Identifies graft connections, so that a stray connection is refused at once.
 pub const MAGIC: [u8; 5] = *b"graft";
@@ -288,6 +290,26 @@ pub enum Request {
         /// For exactly-once execution.
         session: Option<SessionSeq>,
     },
+    /// Streams the changes to a key or prefix: answered by any number of
+    /// `Watch` responses with this request's id (see [`WatchResponse`]).
+    /// Served by the member addressed, leader or not.
+    Watch {
+        /// Which keys.
+        filter: WatchFilter,
+        /// The first revision to report (0: changes after the member's
+        /// current revision). From a past revision, history is replayed
+        /// first, then live changes follow with no gap or repeat.
+        start_revision: u64,
+        /// Include each key's previous record.
+        prev_kv: bool,
+        /// Send `Progress` after this many ms without events (0: never).
+        progress_ms: u32,
+    },
+    /// Ends the watch started by request `id` on this connection.
+    CancelWatch {
+        /// The `Watch` request's id.
+        id: u64,
+    },
     /// Describes the member that answers.
     Status,
     /// The member's counters since it started.
@@ -351,7 +373,9 @@ impl Request {
             Request::Compact { revision: 0, .. } => {
                 Err(ApiError::Invalid("compact needs a revision above 0".into()))
             }
+            Request::Watch { filter, .. } => check_key(&filter.key),
             Request::Compact { .. }
+            | Request::CancelWatch { .. }
             | Request::Status
             | Request::Metrics
             | Request::TransferLeader { .. }
@@ -411,6 +435,8 @@ pub enum Response {
     },
     /// The outcome of a transaction.
     Txn(TxnResponse),
+    /// One answer of a watch stream.
+    Watch(WatchResponse),
     /// History below `compacted` is gone.
     Compacted {
         /// The compaction point: the oldest readable revision.

@@ -73,8 +73,8 @@ pub struct Applied {
     pub outcome: Option<Result<Response, ApiError>>,
     /// The command, for the timestamp demo's logging.
     pub op: Option<WriteOp>,
-    /// The keys the entry wrote (`true`: put, `false`: delete), in order.
-    pub writes: Vec<(Bytes, bool)>,
+    /// What the entry wrote, in order, for watches.
+    pub events: Vec<crate::protocol::WatchEvent>,
 }
 
 pub(super) fn init(wtx: &WriteTransaction, bootstrap: &Bootstrap) -> Result<(), StoreError> {
@@ -196,7 +196,7 @@ impl StateMachine {
                 continue;
             }
             let mut applied =
-                Applied { index: e.index, term: e.term, outcome: None, op: None, writes: Vec::new() };
+                Applied { index: e.index, term: e.term, outcome: None, op: None, events: Vec::new() };
             kv.begin(e.index);
             match &e.payload {
                 EntryPayload::Noop => {}
@@ -231,7 +231,7 @@ impl StateMachine {
                         self.meta.clock_ms = self.meta.clock_ms.max(cmd.time_ms);
                         let outcome = self.apply_command(&mut kv, &sessions, &mut cache, &cmd)?;
                         applied.outcome = Some(outcome);
-                        applied.writes = kv.finish(cmd.time_ms)?;
+                        applied.events = kv.finish(cmd.time_ms)?;
                         applied.op = Some(cmd.op);
                     }
                     Err(err) => {

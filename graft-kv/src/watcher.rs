@@ -1,0 +1,224 @@
+//! The client side of a watch ([`crate::Client::watch`]): one connection of
+//! its own to one member, and resumption on another member (or the same)
+//! from the last revision delivered whenever the stream breaks: the member
+//! dies, the connection drops, or the member cancels the watch (too slow a
+//! consumer, a snapshot installed). Revisions are delivered whole and in
+//! order, so resuming from the next revision neither skips nor repeats one.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::protocol::{
+    self, ClientRequest, ClientResponse, ConnKind, Hello, HelloReply, Request, Response, WatchEvent,
+    WatchFilter, WatchResponse,
+};
+
+/// What to watch.
+#[derive(Clone, Debug)]
+pub struct WatchOptions {
+    /// The key or prefix.
+    pub filter: WatchFilter,
+    /// The first revision to report (0: changes after the watch starts).
+    pub start_revision: u64,
+    /// Include each key's previous record.
+    pub prev_kv: bool,
+    /// Ask for a progress note after this many ms without events (0: none).
+    pub progress_ms: u32,
+}
+
+/// What a watch yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchItem {
+    /// The changes of one or more whole revisions, in order.
+    Events(Vec<WatchEvent>),
+    /// Every change up to this revision has been delivered.
+    Progress(u64),
+}
+
+/// Why a watch ended.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WatchError {
+    /// The revision to resume from was compacted away: changes were lost
+    /// to this watcher, which must start again from a fresh read.
+    #[error("revision {requested} has been compacted; the oldest revision available is {oldest}")]
+    Compacted {
+        /// The revision the watch needed next.
+        requested: u64,
+        /// The oldest revision still available.
+        oldest: u64,
+    },
+    /// The request was refused (a bad key, too many watches).
+    #[error("watch refused: {0}")]
+    Refused(String),
+}
+
+/// A running watch. Dropping it ends the watch.
+pub struct Watcher {
+    rx: mpsc::Receiver<Result<WatchItem, WatchError>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watcher {
+    /// The next changes or progress note; an error ends the watch. `None`
+    /// only after an error was returned.
+    pub async fn next(&mut self) -> Option<Result<WatchItem, WatchError>> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts a watch over `endpoints` (tried in turn).
+pub fn start(endpoints: Vec<String>, opts: WatchOptions) -> Watcher {
+    let (tx, rx) = mpsc::channel(64);
+    let task = tokio::spawn(run(endpoints, opts, tx));
+    Watcher { rx, task }
+}
+
+/// How one connection's stream ended.
+enum End {
+    /// Resume (elsewhere, or here after a pause).
+    Resume(String),
+    /// Stop with this error.
+    Fatal(WatchError),
+    /// The watcher was dropped.
+    Gone,
+}
+
+async fn run(endpoints: Vec<String>, opts: WatchOptions, tx: mpsc::Sender<Result<WatchItem, WatchError>>) {
+    // The next revision to deliver; 0 until the first member says where
+    // "now" is.
+    let mut next = opts.start_revision;
+    let mut turn = 0usize;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let Some(addr) = endpoints.get(turn % endpoints.len().max(1)).cloned() else {
+            let _ = tx.send(Err(WatchError::Refused("no endpoints".into()))).await;
+            return;
+        };
+        let before = next;
+        match stream_from(&addr, &opts, &mut next, &tx).await {
+            End::Gone => return,
+            End::Fatal(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+            End::Resume(why) => {
+                tracing::debug!("watch on {addr} ended ({why}); resuming from revision {next}");
+            }
+        }
+        // Progress resets the pause; a member that fails at once is left
+        // for the next one, with a growing pause once all were tried.
+        if next != before {
+            pause = Duration::from_millis(10);
+        } else {
+            turn += 1;
+            if turn % endpoints.len().max(1) == 0 {
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+async fn stream_from(
+    addr: &str,
+    opts: &WatchOptions,
+    next: &mut u64,
+    tx: &mpsc::Sender<Result<WatchItem, WatchError>>,
+) -> End {
+    let mut conn = match connect(addr).await {
+        Ok(c) => c,
+        Err(e) => return End::Resume(e),
+    };
+    let req = ClientRequest {
+        id: 1,
+        request: Request::Watch {
+            filter: opts.filter.clone(),
+            start_revision: *next,
+            prev_kv: opts.prev_kv,
+            progress_ms: opts.progress_ms,
+        },
+    };
+    if let Err(e) = protocol::send(&mut conn, &req).await {
+        return End::Resume(e.to_string());
+    }
+    // Pieces of a revision too large for one answer.
+    let mut pending: Vec<WatchEvent> = Vec::new();
+    loop {
+        let frame = match conn.next().await {
+            None => return End::Resume("connection closed".into()),
+            Some(Err(e)) => return End::Resume(e.to_string()),
+            Some(Ok(f)) => f,
+        };
+        let resp: ClientResponse = match protocol::decode(&frame) {
+            Ok(r) => r,
+            Err(e) => return End::Resume(e.to_string()),
+        };
+        let answer = match resp.result {
+            Ok(Response::Watch(a)) => a,
+            Ok(other) => return End::Resume(format!("unexpected answer {other:?}")),
+            Err(e @ protocol::ApiError::Invalid(_)) | Err(e @ protocol::ApiError::KeyTooLarge { .. }) => {
+                return End::Fatal(WatchError::Refused(e.to_string()))
+            }
+            Err(e) => return End::Resume(e.to_string()),
+        };
+        let item = match answer {
+            WatchResponse::Created { revision } => {
+                if *next == 0 {
+                    *next = revision + 1;
+                }
+                continue;
+            }
+            WatchResponse::Events { events, fragment } => {
+                pending.extend(events);
+                if fragment {
+                    continue;
+                }
+                // Whole revisions only, each once.
+                let events: Vec<WatchEvent> =
+                    std::mem::take(&mut pending).into_iter().filter(|e| e.revision >= *next).collect();
+                let Some(last) = events.last().map(|e| e.revision) else { continue };
+                *next = last + 1;
+                WatchItem::Events(events)
+            }
+            WatchResponse::Progress { revision } => {
+                if revision + 1 < *next {
+                    // A member behind the ones heard before: old news.
+                    continue;
+                }
+                *next = revision + 1;
+                WatchItem::Progress(revision)
+            }
+            WatchResponse::Canceled { compacted: Some(oldest), .. } => {
+                return End::Fatal(WatchError::Compacted { requested: *next, oldest })
+            }
+            WatchResponse::Canceled { reason, compacted: None } => return End::Resume(reason),
+        };
+        if tx.send(Ok(item)).await.is_err() {
+            return End::Gone;
+        }
+    }
+}
+
+async fn connect(addr: &str) -> Result<protocol::FramedConn<TcpStream>, String> {
+    let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut framed = protocol::framed(stream);
+    protocol::send(&mut framed, &Hello::new(ConnKind::Client)).await.map_err(|e| e.to_string())?;
+    match protocol::recv::<_, HelloReply>(&mut framed).await.map_err(|e| e.to_string())? {
+        Some(HelloReply::Welcome { .. }) => Ok(framed),
+        Some(HelloReply::Refused { reason }) => Err(format!("refused: {reason}")),
+        None => Err("closed during hello".into()),
+    }
+}
