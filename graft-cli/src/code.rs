@@ -54,6 +54,9 @@ impl Code {
                             Code::Unavailable
                         }
                         ApiError::Internal(_) => Code::Failure,
+                        // The lease is gone (expired or revoked): like a
+                        // missing key.
+                        ApiError::LeaseNotFound { .. } => Code::NoMatch,
                     },
                 };
             }

@@ -15,6 +15,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 pub use crate::txn::DEFAULT_SCAN_LIMIT;
 
+use crate::lease::{LeaseArgs, LeaseCommand};
+
 /// How long `verify` runs when `--duration` is not given.
 pub const DEFAULT_VERIFY_DURATION: &str = "30s";
 
@@ -61,7 +63,11 @@ pub enum Command {
         key: String,
         /// The value.
         value: String,
+        /// Attach it to this lease (0: none).
+        lease: u64,
     },
+    /// A lease command.
+    Lease(LeaseCommand),
     /// Remove a key.
     Delete {
         /// The key.
@@ -158,6 +164,11 @@ impl Command {
         match self {
             Command::Get { .. } => "get",
             Command::Put { .. } => "put",
+            Command::Lease(LeaseCommand::Grant { .. }) => "lease grant",
+            Command::Lease(LeaseCommand::Revoke { .. }) => "lease revoke",
+            Command::Lease(LeaseCommand::KeepAlive { .. }) => "lease keepalive",
+            Command::Lease(LeaseCommand::Ttl { .. }) => "lease ttl",
+            Command::Lease(LeaseCommand::List) => "lease list",
             Command::Delete { .. } | Command::DeletePrefix { .. } => "delete",
             Command::Txn(_) => "txn",
             Command::Compact { .. } => "compact",
@@ -184,6 +195,7 @@ impl Command {
                 | Command::DeletePrefix { .. }
                 | Command::Txn(_)
                 | Command::Compact { .. }
+                | Command::Lease(LeaseCommand::Grant { .. } | LeaseCommand::Revoke { .. })
         )
     }
 
@@ -221,6 +233,18 @@ pub enum CommandArgs {
         key: String,
         /// The value
         value: String,
+        /// Attach the key to lease ID: it is deleted when the lease expires
+        /// or is revoked
+        #[arg(long, value_name = "ID", default_value_t = 0)]
+        lease: u64,
+    },
+    /// Leases: `lease grant TTL`, `lease revoke ID`, `lease keepalive ID
+    /// [--once]`, `lease ttl ID`, `lease list`
+    #[command(long_about = LEASE_ABOUT)]
+    Lease {
+        /// What to do
+        #[command(subcommand)]
+        action: LeaseArgs,
     },
     /// Remove a key (exit 1 if it was absent), or with --prefix every key
     /// starting with PREFIX, atomically (prints how many)
@@ -405,6 +429,16 @@ an absent key never holds. A branch may not write one key twice. At most
 Example (take a lock if nobody holds it):
   printf 'mod(lock) = 0\\n\\nput lock me\\n\\nget lock\\n' | graft-cli txn";
 
+/// `help lease`.
+const LEASE_ABOUT: &str = "\
+Leases: a key put with --lease ID is deleted when lease ID expires (its TTL
+passes without a keepalive) or is revoked, on every member at the same
+revision (watchers see a DELETE). `lease grant TTL` prints the new lease's
+id; `lease keepalive ID` renews it every third of its TTL until Ctrl+C;
+`lease ttl ID` shows its TTL, the time left and its keys; `lease revoke ID`
+deletes its keys at once. A leader change keeps each lease's time left (it
+does not reset it to the TTL). A lease that is gone: exit 1.";
+
 /// `help watch`.
 const WATCH_ABOUT: &str = "\
 Print every change to KEY, or with --prefix to every key starting with KEY,
@@ -501,7 +535,10 @@ impl TryFrom<CommandArgs> for Command {
     fn try_from(args: CommandArgs) -> Result<Command, UsageError> {
         Ok(match args {
             CommandArgs::Get { key, stale, revision } => Command::Get { key, stale, revision },
-            CommandArgs::Put { key, value } => Command::Put { key, value },
+            CommandArgs::Put { key, value, lease } => Command::Put { key, value, lease },
+            CommandArgs::Lease { action } => {
+                Command::Lease(LeaseCommand::try_from(action).map_err(UsageError)?)
+            }
             CommandArgs::Delete { key, prefix: false } => Command::Delete { key },
             CommandArgs::Delete { key, prefix: true } => Command::DeletePrefix { prefix: key },
             CommandArgs::Txn { compare, success, failure } => {
@@ -741,7 +778,19 @@ mod tests {
         assert_eq!(run("get k --stale"), Command::Get { key: s("k"), stale: true, revision: 0 });
         assert_eq!(run("get --stale k"), Command::Get { key: s("k"), stale: true, revision: 0 });
         assert_eq!(run("get k --revision 12"), Command::Get { key: s("k"), stale: false, revision: 12 });
-        assert_eq!(run("put k v"), Command::Put { key: s("k"), value: s("v") });
+        assert_eq!(run("put k v"), Command::Put { key: s("k"), value: s("v"), lease: 0 });
+        assert_eq!(run("put k v --lease 9"), Command::Put { key: s("k"), value: s("v"), lease: 9 });
+        assert_eq!(
+            run("lease grant 10s"),
+            Command::Lease(LeaseCommand::Grant { ttl: Duration::from_secs(10) })
+        );
+        assert_eq!(
+            run("lease keepalive 4 --once"),
+            Command::Lease(LeaseCommand::KeepAlive { id: 4, once: true })
+        );
+        assert_eq!(run("lease ttl 4"), Command::Lease(LeaseCommand::Ttl { id: 4 }));
+        assert_eq!(run("lease list"), Command::Lease(LeaseCommand::List));
+        assert_eq!(run("lease revoke 4"), Command::Lease(LeaseCommand::Revoke { id: 4 }));
         assert_eq!(run("delete k"), Command::Delete { key: s("k") });
         assert_eq!(run("delete --prefix a/"), Command::DeletePrefix { prefix: s("a/") });
         assert_eq!(run("compact 40"), Command::Compact { revision: 40 });
@@ -863,24 +912,27 @@ mod tests {
     fn quoting() {
         assert_eq!(
             run(r#"put greeting "hello world""#),
-            Command::Put { key: s("greeting"), value: s("hello world") }
+            Command::Put { key: s("greeting"), value: s("hello world"), lease: 0 }
         );
         assert_eq!(
             run(r#"put "a key" 'single quoted'"#),
-            Command::Put { key: s("a key"), value: s("single quoted") }
+            Command::Put { key: s("a key"), value: s("single quoted"), lease: 0 }
         );
-        assert_eq!(run(r#"put k "say \"hi\"""#), Command::Put { key: s("k"), value: s(r#"say "hi""#) });
-        assert_eq!(run(r#"put k """#), Command::Put { key: s("k"), value: s("") });
-        assert_eq!(run("  put   k   v  "), Command::Put { key: s("k"), value: s("v") });
+        assert_eq!(
+            run(r#"put k "say \"hi\"""#),
+            Command::Put { key: s("k"), value: s(r#"say "hi""#), lease: 0 }
+        );
+        assert_eq!(run(r#"put k """#), Command::Put { key: s("k"), value: s(""), lease: 0 });
+        assert_eq!(run("  put   k   v  "), Command::Put { key: s("k"), value: s("v"), lease: 0 });
         assert_eq!(
             run(r#"cas k "old value" "new value""#),
             Command::Cas { key: s("k"), expect: Expectation::Value(s("old value")), new: s("new value") }
         );
         assert!(usage(r#"put k "unterminated"#).contains("unbalanced quotes"));
         // `#` begins a comment only at the start of a word, and not in quotes.
-        assert_eq!(run("put k v # a note"), Command::Put { key: s("k"), value: s("v") });
-        assert_eq!(run(r##"put k "#tag""##), Command::Put { key: s("k"), value: s("#tag") });
-        assert_eq!(run("put k a#b"), Command::Put { key: s("k"), value: s("a#b") });
+        assert_eq!(run("put k v # a note"), Command::Put { key: s("k"), value: s("v"), lease: 0 });
+        assert_eq!(run(r##"put k "#tag""##), Command::Put { key: s("k"), value: s("#tag"), lease: 0 });
+        assert_eq!(run("put k a#b"), Command::Put { key: s("k"), value: s("a#b"), lease: 0 });
     }
 
     #[test]
@@ -895,7 +947,7 @@ mod tests {
 
     #[test]
     fn negative_numbers_and_dashes_are_values() {
-        assert_eq!(run("put temp -5"), Command::Put { key: s("temp"), value: s("-5") });
+        assert_eq!(run("put temp -5"), Command::Put { key: s("temp"), value: s("-5"), lease: 0 });
         assert_eq!(
             run("cas temp -5 -6"),
             Command::Cas { key: s("temp"), expect: Expectation::Value(s("-5")), new: s("-6") }

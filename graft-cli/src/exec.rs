@@ -13,11 +13,14 @@ use std::io::IsTerminal;
 
 use anyhow::Context;
 use bytes::Bytes;
-use graft_kv::protocol::{Consistency, Expect, KeyValue, MemberInfo, MemberStatus, Txn, TxnResponse};
+use graft_kv::protocol::{
+    Consistency, Expect, KeyValue, LeaseInfo, MemberInfo, MemberStatus, Txn, TxnResponse,
+};
 use graft_kv::{Client, ClientError};
 
 use crate::code::{ChangeOutcomeUnknown, Code, NoMemberAnswered};
 use crate::command::{Command, Expectation};
+use crate::lease::LeaseCommand;
 use crate::verify::{self, Plan, VerifyReport};
 
 /// The error of a failed membership change: marked as of unknown outcome
@@ -94,6 +97,31 @@ pub enum Outcome {
         /// The oldest revision still readable.
         revision: u64,
     },
+    /// `lease grant`: the new lease.
+    LeaseGranted {
+        /// Its id.
+        id: u64,
+        /// Its TTL, in ms.
+        ttl_ms: u64,
+    },
+    /// `lease revoke`: how many keys went with it.
+    LeaseRevoked {
+        /// The lease.
+        id: u64,
+        /// Keys deleted.
+        deleted: u64,
+    },
+    /// `lease keepalive --once`: renewed (`Some(ttl)`) or gone.
+    LeaseRenewed {
+        /// The lease.
+        id: u64,
+        /// Its TTL, if it still exists.
+        ttl_ms: Option<u64>,
+    },
+    /// `lease ttl`: the lease.
+    Lease(LeaseInfo),
+    /// `lease list`: every lease.
+    Leases(Vec<LeaseInfo>),
     /// `status`: every member.
     Status(StatusReport),
     /// `leader transfer`: member `to` leads now.
@@ -134,6 +162,7 @@ impl Outcome {
             | Outcome::Deleted { previous: None, .. }
             | Outcome::Cas { swapped: false, .. } => Code::NoMatch,
             Outcome::Txn { response, .. } if !response.succeeded => Code::NoMatch,
+            Outcome::LeaseRenewed { ttl_ms: None, .. } => Code::NoMatch,
             Outcome::Verified(report) => report.code(),
             _ => Code::Ok,
         }
@@ -219,11 +248,31 @@ impl Executor {
                     .with_context(|| format!("get {key}"))?;
                 Outcome::Got { key: key.clone(), found, revision }
             }
-            Command::Put { key, value } => {
-                let revision =
-                    c.put(key.clone(), value.clone()).await.with_context(|| format!("put {key}"))?;
+            Command::Put { key, value, lease } => {
+                let revision = c
+                    .put_with_lease(key.clone(), value.clone(), *lease)
+                    .await
+                    .with_context(|| format!("put {key}"))?;
                 Outcome::Put { key: key.clone(), revision }
             }
+            Command::Lease(LeaseCommand::Grant { ttl }) => {
+                let id = c.lease_grant(*ttl).await.context("lease grant")?;
+                Outcome::LeaseGranted { id, ttl_ms: ttl.as_millis() as u64 }
+            }
+            Command::Lease(LeaseCommand::Revoke { id }) => {
+                let deleted = c.lease_revoke(*id).await.with_context(|| format!("lease revoke {id}"))?;
+                Outcome::LeaseRevoked { id: *id, deleted }
+            }
+            Command::Lease(LeaseCommand::KeepAlive { id, .. }) => {
+                let answers =
+                    c.lease_keep_alive(vec![*id]).await.with_context(|| format!("lease keepalive {id}"))?;
+                let ttl_ms = answers.into_iter().find(|(i, _)| i == id).and_then(|(_, t)| t);
+                Outcome::LeaseRenewed { id: *id, ttl_ms }
+            }
+            Command::Lease(LeaseCommand::Ttl { id }) => {
+                Outcome::Lease(c.lease_ttl(*id).await.with_context(|| format!("lease ttl {id}"))?)
+            }
+            Command::Lease(LeaseCommand::List) => Outcome::Leases(c.leases().await.context("lease list")?),
             Command::Delete { key } => {
                 let previous = c.delete(key.clone()).await.with_context(|| format!("delete {key}"))?;
                 Outcome::Deleted { key: key.clone(), previous }

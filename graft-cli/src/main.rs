@@ -14,6 +14,7 @@ mod cli;
 mod code;
 mod command;
 mod exec;
+mod lease;
 mod output;
 mod repl;
 mod runner;

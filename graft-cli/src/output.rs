@@ -108,6 +108,9 @@ pub fn notes(outcome: &Outcome) -> Vec<String> {
         Outcome::Got { key, found: None, .. } | Outcome::Deleted { key, previous: None } => {
             vec![format!("key not found: {key}")]
         }
+        Outcome::LeaseRenewed { id, ttl_ms: None } => {
+            vec![format!("lease not found: {id} (expired or revoked)")]
+        }
         Outcome::Verified(report) => {
             let mut lines = Vec::new();
             if let Finding::Unavailable(why) = &report.finding {
@@ -187,6 +190,35 @@ fn plain(outcome: &Outcome) -> Vec<u8> {
         }
         Outcome::Compacted { revision } => {
             out.extend_from_slice(format!("compacted: revisions below {revision} are gone\n").as_bytes())
+        }
+        Outcome::LeaseGranted { id, .. } => out.extend_from_slice(format!("{id}\n").as_bytes()),
+        Outcome::LeaseRevoked { id, deleted } => out.extend_from_slice(
+            format!("revoked lease {id} ({} deleted)\n", plural(*deleted, "key")).as_bytes(),
+        ),
+        Outcome::LeaseRenewed { id, ttl_ms: Some(ttl) } => {
+            out.extend_from_slice(format!("lease {id} renewed for {ttl} ms\n").as_bytes())
+        }
+        Outcome::LeaseRenewed { ttl_ms: None, .. } => {}
+        Outcome::Lease(info) => {
+            let keys: Vec<String> =
+                info.keys.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+            out.extend_from_slice(
+                format!(
+                    "lease {}: TTL {} ms, {} ms left, keys: {}\n",
+                    info.id,
+                    info.ttl_ms,
+                    info.remaining_ms,
+                    if keys.is_empty() { "none".to_owned() } else { keys.join(", ") }
+                )
+                .as_bytes(),
+            )
+        }
+        Outcome::Leases(list) => {
+            for l in list {
+                out.extend_from_slice(
+                    format!("{}\tTTL {} ms\t{} ms left\n", l.id, l.ttl_ms, l.remaining_ms).as_bytes(),
+                );
+            }
         }
         Outcome::Status(report) => out.extend_from_slice(status_table(report).as_bytes()),
         Outcome::Transferred { to } => {
@@ -428,6 +460,11 @@ fn items_json(items: &[(Bytes, KeyValue)]) -> Value {
     Value::Array(items)
 }
 
+fn lease_json(l: &graft_kv::protocol::LeaseInfo) -> Value {
+    let keys: Vec<String> = l.keys.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+    json!({"id": l.id, "ttl_ms": l.ttl_ms, "remaining_ms": l.remaining_ms, "keys": keys})
+}
+
 fn txn_result_json(result: &TxnOpResult) -> Value {
     let opt = |v: &Option<KeyValue>| v.as_ref().map_or(Value::Null, record_json);
     match result {
@@ -452,6 +489,11 @@ fn json_outcome(outcome: &Outcome) -> Value {
         Outcome::Scanned { .. } => "scan",
         Outcome::Txn { .. } => "txn",
         Outcome::Compacted { .. } => "compact",
+        Outcome::LeaseGranted { .. } => "lease grant",
+        Outcome::LeaseRevoked { .. } => "lease revoke",
+        Outcome::LeaseRenewed { .. } => "lease keepalive",
+        Outcome::Lease(_) => "lease ttl",
+        Outcome::Leases(_) => "lease list",
         Outcome::Status(_) => "status",
         Outcome::Transferred { .. } => "leader transfer",
         Outcome::Members(_) => "member list",
@@ -503,6 +545,25 @@ fn json_outcome(outcome: &Outcome) -> Value {
         }
         Outcome::Compacted { revision } => {
             obj.insert("compacted".into(), Value::from(*revision));
+        }
+        Outcome::LeaseGranted { id, ttl_ms } => {
+            obj.insert("id".into(), Value::from(*id));
+            obj.insert("ttl_ms".into(), Value::from(*ttl_ms));
+        }
+        Outcome::LeaseRevoked { id, deleted } => {
+            obj.insert("id".into(), Value::from(*id));
+            obj.insert("deleted".into(), Value::from(*deleted));
+        }
+        Outcome::LeaseRenewed { id, ttl_ms } => {
+            obj.insert("id".into(), Value::from(*id));
+            obj.insert("found".into(), Value::from(ttl_ms.is_some()));
+            obj.insert("ttl_ms".into(), ttl_ms.map_or(Value::Null, Value::from));
+        }
+        Outcome::Lease(info) => {
+            obj.insert("lease".into(), lease_json(info));
+        }
+        Outcome::Leases(list) => {
+            obj.insert("leases".into(), list.iter().map(lease_json).collect());
         }
         Outcome::Status(report) => {
             obj.insert("leader".into(), leader_json(report.leader.as_ref()));
@@ -640,7 +701,7 @@ mod tests {
             success: vec![
                 TxnOp::Get { key: b("a") },
                 TxnOp::Get { key: b("gone") },
-                TxnOp::Put { key: b("b"), value: b("2") },
+                TxnOp::Put { key: b("b"), value: b("2"), lease: 0 },
                 TxnOp::Delete { key: b("c") },
                 TxnOp::DeletePrefix { prefix: b("d/") },
                 TxnOp::Scan { prefix: b("e/"), limit: 10 },

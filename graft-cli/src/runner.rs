@@ -12,8 +12,12 @@ use crate::code::{outcome_unknown, Code};
 use crate::command::{Command, Parsed, UsageError};
 use crate::exec::Executor;
 use crate::output;
+use graft_kv::keepalive::LeaseState;
 use graft_kv::protocol::WatchFilter;
 use graft_kv::{WatchItem, WatchOptions};
+
+use crate::exec::Outcome;
+use crate::lease::LeaseCommand;
 
 /// What to do after a line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +66,9 @@ impl Runner {
         };
         if let Command::Watch { .. } = cmd {
             return self.watch(&cmd, prefix);
+        }
+        if let Command::Lease(LeaseCommand::KeepAlive { id, once: false }) = cmd {
+            return self.keep_alive(id, prefix);
         }
         let result = if cancel_on_ctrl_c {
             self.rt.block_on(async {
@@ -132,6 +139,47 @@ impl Runner {
                         return self.fail(Some("watch"), &e, prefix);
                     }
                     None => return Step::Continue(Code::Ok),
+                }
+            }
+        })
+    }
+
+    /// Keeps a lease alive until Ctrl+C (exit 0) or the lease is found gone
+    /// (exit 1), printing each renewal.
+    fn keep_alive(&self, id: u64, prefix: &str) -> Step {
+        self.rt.block_on(async {
+            let client = self.exec.client();
+            let ttl = match client.lease_ttl(id).await {
+                Ok(info) => std::time::Duration::from_millis(info.ttl_ms),
+                Err(e) => {
+                    let e = anyhow::Error::new(e).context(format!("lease keepalive {id}"));
+                    return self.fail(Some("lease keepalive"), &e, prefix);
+                }
+            };
+            let ka = client.keep_alive(id, ttl);
+            let mut renewals = ka.watch();
+            loop {
+                tokio::select! {
+                    () = ctrl_c() => return Step::Continue(Code::Ok),
+                    changed = renewals.changed() => {
+                        if changed.is_err() {
+                            return Step::Continue(Code::Ok);
+                        }
+                        let outcome = match ka.state() {
+                            LeaseState::Alive { ttl_ms } => Outcome::LeaseRenewed { id, ttl_ms: Some(ttl_ms) },
+                            LeaseState::Lost => {
+                                let outcome = Outcome::LeaseRenewed { id, ttl_ms: None };
+                                for note in output::notes(&outcome) {
+                                    eprintln!("{prefix}{note}");
+                                }
+                                return self.emit(&output::render(self.format, &outcome), Code::NoMatch);
+                            }
+                            LeaseState::Pending => continue,
+                        };
+                        if let Step::Stop(code) = self.emit(&output::render(self.format, &outcome), Code::Ok) {
+                            return Step::Stop(code);
+                        }
+                    }
                 }
             }
         })

@@ -19,8 +19,8 @@
 //! `version` (`ver`), `create` or `mod`; OP is `=`, `!=`, `>` or `<`; VALUE
 //! is bytes for `value` and a number otherwise. An absent key has version,
 //! create and mod revision 0, and no value compare holds on it. An
-//! operation is `get KEY`, `scan PREFIX [--limit N]`, `put KEY VALUE`,
-//! `delete KEY` or `delete --prefix PREFIX`.
+//! operation is `get KEY`, `scan PREFIX [--limit N]`, `put KEY VALUE
+//! [--lease ID]`, `delete KEY` or `delete --prefix PREFIX`.
 
 use bytes::Bytes;
 use graft_kv::protocol::{Compare, CompareOp, CompareTarget, Txn, TxnOp};
@@ -116,7 +116,11 @@ pub fn parse_op(line: &str) -> Result<TxnOp, String> {
     let b = |s: &String| Bytes::from(s.clone());
     Ok(match w.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["get", _] => TxnOp::Get { key: b(&w[1]) },
-        ["put", _, _] => TxnOp::Put { key: b(&w[1]), value: b(&w[2]) },
+        ["put", _, _] => TxnOp::Put { key: b(&w[1]), value: b(&w[2]), lease: 0 },
+        ["put", _, _, "--lease", id] => match id.parse::<u64>() {
+            Ok(lease) => TxnOp::Put { key: b(&w[1]), value: b(&w[2]), lease },
+            Err(_) => return Err(format!("operation {line:?}: --lease takes a lease id")),
+        },
         ["delete" | "del", "--prefix"] => return Err(bad()),
         ["delete" | "del", "--prefix", _] => TxnOp::DeletePrefix { prefix: b(&w[2]) },
         ["delete" | "del", _] => TxnOp::Delete { key: b(&w[1]) },
@@ -161,7 +165,10 @@ get locks/a
         );
         assert_eq!(
             t.success,
-            vec![TxnOp::Put { key: b("locks/a"), value: b("me") }, TxnOp::Get { key: b("locks/a") }]
+            vec![
+                TxnOp::Put { key: b("locks/a"), value: b("me"), lease: 0 },
+                TxnOp::Get { key: b("locks/a") }
+            ]
         );
         assert_eq!(t.failure, vec![TxnOp::Get { key: b("locks/a") }]);
     }
@@ -170,7 +177,7 @@ get locks/a
     fn sections_may_be_missing_or_empty() {
         let only_ops = parse_text("\nput k v\n").unwrap();
         assert!(only_ops.compare.is_empty());
-        assert_eq!(only_ops.success, vec![TxnOp::Put { key: b("k"), value: b("v") }]);
+        assert_eq!(only_ops.success, vec![TxnOp::Put { key: b("k"), value: b("v"), lease: 0 }]);
         let only_compare = parse_text("ver(k) > 2").unwrap();
         assert_eq!(only_compare.compare[0].target, CompareTarget::Version(2));
         assert_eq!(only_compare.compare[0].op, CompareOp::Greater);

@@ -249,7 +249,10 @@ impl Client {
     /// Sets `key` to `value`; returns the write's revision.
     pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<u64, ClientError> {
         let (key, value) = (key.into(), value.into());
-        match self.write(|session| Request::Put { key: key.clone(), value: value.clone(), session }).await? {
+        match self
+            .write(|session| Request::Put { key: key.clone(), value: value.clone(), lease: 0, session })
+            .await?
+        {
             Response::Put { revision } => Ok(revision),
             other => Err(unexpected(other)),
         }
@@ -312,6 +315,82 @@ impl Client {
     pub fn watch(&self, opts: crate::watcher::WatchOptions) -> crate::watcher::Watcher {
         let endpoints = self.inner.endpoints.lock().map(|e| e.clone()).unwrap_or_default();
         crate::watcher::start(endpoints, opts)
+    }
+
+    /// Sets `key` to `value` attached to lease `lease` (deleted with it);
+    /// returns the write's revision.
+    pub async fn put_with_lease(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        lease: u64,
+    ) -> Result<u64, ClientError> {
+        let (key, value) = (key.into(), value.into());
+        let make = |session| Request::Put { key: key.clone(), value: value.clone(), lease, session };
+        match self.write(make).await? {
+            Response::Put { revision } => Ok(revision),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Grants a lease of `ttl` (at least 1 ms, at most a day); returns its id.
+    pub async fn lease_grant(&self, ttl: Duration) -> Result<u64, ClientError> {
+        let ttl_ms = ttl.as_millis().min(u128::from(u64::MAX)) as u64;
+        crate::protocol::check_lease_grant(ttl_ms, 0).map_err(ClientError::Api)?;
+        match self.write(|session| Request::LeaseGrant { ttl_ms, id: 0, session }).await? {
+            Response::LeaseGranted { id, .. } => Ok(id),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Revokes a lease, deleting its keys; returns how many.
+    pub async fn lease_revoke(&self, id: u64) -> Result<u64, ClientError> {
+        match self.write(|session| Request::LeaseRevoke { id, session }).await? {
+            Response::LeaseRevoked { deleted, .. } => Ok(deleted),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Renews leases once; for each, its TTL or `None` if it is gone.
+    pub async fn lease_keep_alive(&self, ids: Vec<u64>) -> Result<Vec<(u64, Option<u64>)>, ClientError> {
+        match self.call(Request::LeaseKeepAlive { ids }).await? {
+            Response::LeaseKeptAlive(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A lease's TTL, time left and keys.
+    pub async fn lease_ttl(&self, id: u64) -> Result<crate::protocol::LeaseInfo, ClientError> {
+        match self.call(Request::LeaseTimeToLive { id }).await? {
+            Response::Lease(info) => Ok(info),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Every lease.
+    pub async fn leases(&self) -> Result<Vec<crate::protocol::LeaseInfo>, ClientError> {
+        match self.call(Request::LeaseList).await? {
+            Response::Leases(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Keeps lease `id` alive in the background, renewing it every third
+    /// of `ttl`, until the handle is dropped or the lease is found gone.
+    /// Needs a tokio runtime.
+    pub fn keep_alive(&self, id: u64, ttl: Duration) -> crate::keepalive::KeepAlive {
+        // Its own client, whose calls give up on a hung member well within
+        // the TTL, so that the next renewal goes elsewhere in time.
+        let endpoints = self.inner.endpoints.lock().map(|e| e.clone()).unwrap_or_default();
+        let timeout = (ttl / 4).max(Duration::from_millis(50));
+        let client = Client::new(ClientOptions { endpoints, timeout });
+        crate::keepalive::start(ttl, move || {
+            let client = client.clone();
+            async move {
+                let answers = client.lease_keep_alive(vec![id]).await?;
+                Ok::<_, ClientError>(answers.into_iter().find(|(i, _)| *i == id).and_then(|(_, t)| t))
+            }
+        })
     }
 
     /// Discards the history below `revision`; returns the compaction point.
@@ -490,6 +569,10 @@ impl Client {
             let pause = match outcome {
                 Err(_) => {
                     last_error = format!("{addr}: no answer in time");
+                    // A member that hangs (paused, overloaded) is not asked
+                    // first again: the next call starts elsewhere.
+                    self.set_leader(None);
+                    self.inner.rotate.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 Ok(Ok(Ok(resp))) => {

@@ -28,6 +28,8 @@ pub enum WriteOp {
         key: Bytes,
         /// The value.
         value: Bytes,
+        /// The lease it is attached to (0: none).
+        lease: u64,
     },
     /// Removes `key`.
     Delete {
@@ -55,6 +57,32 @@ pub enum WriteOp {
         /// The oldest revision to keep readable.
         revision: u64,
     },
+    /// Grants a lease (`id` 0: the entry's index, with the top bits set).
+    LeaseGrant {
+        /// The id wanted, or 0.
+        id: u64,
+        /// Its TTL.
+        ttl_ms: u64,
+    },
+    /// Revokes a lease and deletes its keys.
+    LeaseRevoke {
+        /// The lease.
+        id: u64,
+    },
+    /// Renews leases.
+    LeaseKeepAlive {
+        /// The leases.
+        ids: Vec<u64>,
+    },
+    /// The leader's expiry: revokes each lease that is, as of this entry's
+    /// time, past its deadline (a keepalive applied before wins).
+    LeaseExpire {
+        /// The leases the leader found expired.
+        ids: Vec<u64>,
+    },
+    /// Moves the lease clock (a leader writes one when it takes over and
+    /// every 100 ms while leases exist).
+    LeaseClock,
     /// Changes no data: the timestamp demo's entries.
     Note(String),
 }
@@ -63,7 +91,15 @@ impl WriteOp {
     /// A short description for logs.
     pub fn describe(&self) -> String {
         match self {
-            WriteOp::Put { key, value } => format!("put {:?} ({} bytes)", key, value.len()),
+            WriteOp::Put { key, value, lease: 0 } => format!("put {:?} ({} bytes)", key, value.len()),
+            WriteOp::Put { key, value, lease } => {
+                format!("put {:?} ({} bytes, lease {lease})", key, value.len())
+            }
+            WriteOp::LeaseGrant { id, ttl_ms } => format!("lease grant {id} ({ttl_ms} ms)"),
+            WriteOp::LeaseRevoke { id } => format!("lease revoke {id}"),
+            WriteOp::LeaseKeepAlive { ids } => format!("lease keepalive {ids:?}"),
+            WriteOp::LeaseExpire { ids } => format!("lease expire {ids:?}"),
+            WriteOp::LeaseClock => "lease clock".to_owned(),
             WriteOp::Delete { key } => format!("delete {key:?}"),
             WriteOp::Cas { key, .. } => format!("cas {key:?}"),
             WriteOp::DeletePrefix { prefix } => format!("delete prefix {prefix:?}"),

@@ -13,9 +13,11 @@
 //! - [`storage`]: the redb database — identity, log, hard state, key-value
 //!   tables, client sessions.
 //! - [`mvcc`]: the multi-version store: revisions, history, compaction.
+//! - [`lease`]: the replicated lease table, its clock and expiry index.
 //! - [`watch`]: watches: the hub the node publishes changes to, history
 //!   replay, and the task serving one watch on a connection.
 //! - [`watcher`]: the client side of a watch, resuming across members.
+//! - [`keepalive`]: keeping a lease alive from a client.
 //! - [`command`]: the commands written into the log.
 //! - [`protocol`]: frames and messages on the wire.
 //! - [`client`]: [`Client`], the Rust client graft-cli uses.
@@ -33,6 +35,8 @@ pub mod command;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod keepalive;
+pub mod lease;
 pub mod mailbox;
 pub mod members;
 pub mod mvcc;

@@ -60,6 +60,9 @@ pub enum NodeInput {
         /// Whether the peer staged it whole.
         ok: bool,
     },
+    /// The leader confirmed its leadership after finding these leases
+    /// expired: propose revoking them.
+    ExpireLeases(Vec<u64>),
     /// A snapshot arrived whole and is staged: step the message; the sender
     /// is told when the staged data was installed or declined.
     SnapshotReceived(Message, StagedSnapshot, oneshot::Sender<()>),

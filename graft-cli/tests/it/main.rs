@@ -4,6 +4,7 @@
 mod commands;
 mod exactly_once;
 mod history;
+mod lease;
 mod members;
 mod repl;
 mod stdin;

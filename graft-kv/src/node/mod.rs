@@ -29,6 +29,7 @@
 //! - [`membership`]: membership changes, learner promotion, peers;
 //! - [`snapshots`]: snapshot sending and log compaction;
 //! - [`history`]: the leader's compactions of the multi-version history;
+//! - [`leases`]: the leader's lease clock and expiry, and lease reads;
 //! - [`clock`]: wall-clock helpers.
 //!
 //! Where new replicated features go: the multi-version store, watches and
@@ -39,6 +40,7 @@
 mod clock;
 mod disk;
 mod history;
+mod leases;
 mod membership;
 mod ready;
 mod requests;
@@ -167,6 +169,9 @@ pub struct Node {
     /// The index of the history compaction this leader proposed last, until
     /// it is applied.
     history_compaction: Option<Index>,
+    /// When the leader started confirming its leadership to revoke expired
+    /// leases, until it proposes (or gives up after 2 s).
+    lease_check: Option<Instant>,
 }
 
 /// Runs `f`, which blocks on the disk, without stalling the runtime's other
@@ -212,6 +217,7 @@ impl Node {
             sm_synced: Instant::now(),
             compaction_waits: false,
             history_compaction: None,
+            lease_check: None,
         }
     }
 
@@ -345,6 +351,9 @@ impl Node {
         if self.ticks % history::EVERY_TICKS == 0 && self.raw.role() == Role::Leader {
             self.compact_history()?;
         }
+        if self.ticks % leases::EVERY_TICKS == 0 {
+            self.tend_leases()?;
+        }
         if let Some((to, _, left)) = &mut self.transfer {
             let to = *to;
             *left = left.saturating_sub(1);
@@ -377,6 +386,7 @@ impl Node {
         match input {
             NodeInput::Raft(m) => self.raw.step(m)?,
             NodeInput::Unreachable(id) => self.raw.report_unreachable(id),
+            NodeInput::ExpireLeases(ids) => self.expire_leases(ids),
             NodeInput::Client(req, responder) => self.handle_request(req, responder)?,
             NodeInput::SnapshotSent { to, ok } => {
                 self.sending.remove(&to);

@@ -36,7 +36,10 @@ impl Node {
             | Request::Cas { .. }
             | Request::DeletePrefix { .. }
             | Request::Txn { .. }
-            | Request::Compact { .. } => self.propose_write(req, responder),
+            | Request::Compact { .. }
+            | Request::LeaseGrant { .. }
+            | Request::LeaseRevoke { .. }
+            | Request::LeaseKeepAlive { .. } => self.propose_write(req, responder),
             Request::AddMember { .. } | Request::PromoteMember { .. } | Request::RemoveMember { .. } => {
                 self.propose_member_change(req, responder)
             }
@@ -45,7 +48,10 @@ impl Node {
                 let result = self.serve_reads_now(vec![(req, responder)]);
                 result.map_err(NodeError::from)
             }
-            Request::Get { .. } | Request::Scan { .. } => {
+            Request::Get { .. }
+            | Request::Scan { .. }
+            | Request::LeaseTimeToLive { .. }
+            | Request::LeaseList => {
                 let ctx = self.next_ctx;
                 match self.raw.read_index(ctx) {
                     Ok(()) => {
@@ -94,7 +100,10 @@ impl Node {
 
     pub(super) fn propose_write(&mut self, req: Request, responder: Responder) -> Result<(), NodeError> {
         let (session, op) = match req {
-            Request::Put { key, value, session } => (session, WriteOp::Put { key, value }),
+            Request::Put { key, value, lease, session } => (session, WriteOp::Put { key, value, lease }),
+            Request::LeaseGrant { ttl_ms, id, session } => (session, WriteOp::LeaseGrant { id, ttl_ms }),
+            Request::LeaseRevoke { id, session } => (session, WriteOp::LeaseRevoke { id }),
+            Request::LeaseKeepAlive { ids } => (None, WriteOp::LeaseKeepAlive { ids }),
             Request::Delete { key, session } => (session, WriteOp::Delete { key }),
             Request::Cas { key, expect, value, session } => (session, WriteOp::Cas { key, expect, value }),
             Request::DeletePrefix { prefix, session } => (session, WriteOp::DeletePrefix { prefix }),
@@ -135,6 +144,7 @@ impl Node {
         let rtx = self.sm.begin_read()?;
         let view = StateMachine::view(&rtx)?;
         let revision = view.revision();
+        let lease_now = self.lease_now();
         for (req, responder) in reads {
             let result = match &req {
                 Request::Get { key, revision: at, .. } => view
@@ -143,6 +153,8 @@ impl Node {
                 Request::Scan { prefix, limit, revision: at, .. } => view
                     .scan(prefix, *limit as usize, *at)
                     .map(|r| r.map(|kvs| Response::Scan { kvs, revision: at_or(*at, revision) })),
+                Request::LeaseTimeToLive { id } => super::leases::describe(&rtx, *id, lease_now),
+                Request::LeaseList => super::leases::list(&rtx, lease_now),
                 _ => Ok(Ok(Response::Done)),
             };
             match result {

@@ -82,6 +82,12 @@ pub enum ApiError {
         /// The oldest revision still readable (the compaction point).
         oldest: u64,
     },
+    /// No such lease (never granted, expired or revoked).
+    #[error("requested lease {id} not found")]
+    LeaseNotFound {
+        /// The lease.
+        id: u64,
+    },
     /// The revision asked for is ahead of the member's state.
     #[error("revision {requested} is in the future; the current revision is {current}")]
     FutureRevision {

@@ -143,12 +143,19 @@ pub enum SnapshotTable {
     History,
     /// Which keys each revision wrote (key: the revision, 8 bytes big-endian).
     Revs,
+    /// Leases, their expiry index and attached keys (byte keys).
+    Leases,
 }
 
 impl SnapshotTable {
     /// Every table, in the order a snapshot sends them.
-    pub const ALL: [SnapshotTable; 4] =
-        [SnapshotTable::Kv, SnapshotTable::History, SnapshotTable::Revs, SnapshotTable::Sessions];
+    pub const ALL: [SnapshotTable; 5] = [
+        SnapshotTable::Kv,
+        SnapshotTable::History,
+        SnapshotTable::Revs,
+        SnapshotTable::Leases,
+        SnapshotTable::Sessions,
+    ];
 }
 
 /// The follower's answer to a snapshot stream.
@@ -247,9 +254,40 @@ pub enum Request {
         key: Bytes,
         /// The value.
         value: Bytes,
+        /// Attach the key to this lease (0: none); refused if the lease
+        /// does not exist.
+        lease: u64,
         /// For exactly-once execution.
         session: Option<SessionSeq>,
     },
+    /// Grants a lease of `ttl_ms` (the cluster picks the id if `id` is 0).
+    LeaseGrant {
+        /// Its time to live, in ms (1 ms to a day).
+        ttl_ms: u64,
+        /// The id wanted (below 2^62), or 0.
+        id: u64,
+        /// For exactly-once execution.
+        session: Option<SessionSeq>,
+    },
+    /// Revokes a lease, deleting every key attached to it, atomically.
+    LeaseRevoke {
+        /// The lease.
+        id: u64,
+        /// For exactly-once execution.
+        session: Option<SessionSeq>,
+    },
+    /// Renews leases for their full TTL (through the log, as every lease change).
+    LeaseKeepAlive {
+        /// The leases.
+        ids: Vec<u64>,
+    },
+    /// Describes a lease: its TTL, remaining time and keys (a linearizable read).
+    LeaseTimeToLive {
+        /// The lease.
+        id: u64,
+    },
+    /// Lists every lease (a linearizable read).
+    LeaseList,
     /// Removes a key.
     Delete {
         /// The key.
@@ -352,6 +390,9 @@ impl Request {
                 | Request::DeletePrefix { .. }
                 | Request::Txn { .. }
                 | Request::Compact { .. }
+                | Request::LeaseGrant { .. }
+                | Request::LeaseRevoke { .. }
+                | Request::LeaseKeepAlive { .. }
         )
     }
 
@@ -374,6 +415,18 @@ impl Request {
                 Err(ApiError::Invalid("compact needs a revision above 0".into()))
             }
             Request::Watch { filter, .. } => check_key(&filter.key),
+            Request::LeaseGrant { ttl_ms, id, .. } => check_lease_grant(*ttl_ms, *id),
+            Request::LeaseKeepAlive { ids } if ids.is_empty() || ids.len() > MAX_TXN_OPS * 8 => {
+                Err(ApiError::Invalid(format!(
+                    "a keepalive names 1 to {} leases, not {}",
+                    MAX_TXN_OPS * 8,
+                    ids.len()
+                )))
+            }
+            Request::LeaseRevoke { .. }
+            | Request::LeaseKeepAlive { .. }
+            | Request::LeaseTimeToLive { .. }
+            | Request::LeaseList => Ok(()),
             Request::Compact { .. }
             | Request::CancelWatch { .. }
             | Request::Status
@@ -437,6 +490,29 @@ pub enum Response {
     Txn(TxnResponse),
     /// One answer of a watch stream.
     Watch(WatchResponse),
+    /// A lease was granted.
+    LeaseGranted {
+        /// Its id.
+        id: u64,
+        /// Its TTL, in ms.
+        ttl_ms: u64,
+        /// The revision of the grant.
+        revision: u64,
+    },
+    /// A lease was revoked.
+    LeaseRevoked {
+        /// How many keys were deleted with it.
+        deleted: u64,
+        /// The revision of the revocation.
+        revision: u64,
+    },
+    /// Leases renewed: for each id asked, its TTL, or `None` if there is no
+    /// such lease (expired or revoked).
+    LeaseKeptAlive(Vec<(u64, Option<u64>)>),
+    /// A lease's state.
+    Lease(LeaseInfo),
+    /// Every lease.
+    Leases(Vec<LeaseInfo>),
     /// History below `compacted` is gone.
     Compacted {
         /// The compaction point: the oldest readable revision.
@@ -450,6 +526,37 @@ pub enum Response {
     Metrics(Metrics),
     /// Done.
     Done,
+}
+
+/// A lease, as `LeaseTimeToLive` and `LeaseList` describe it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInfo {
+    /// Its id.
+    pub id: u64,
+    /// Its TTL, in ms.
+    pub ttl_ms: u64,
+    /// The time left before it expires, as the answering member sees it.
+    pub remaining_ms: u64,
+    /// The keys attached to it (only from `LeaseTimeToLive`).
+    pub keys: Vec<Bytes>,
+}
+
+/// The lease ids a client may choose are below this; ids the cluster picks
+/// are at or above it.
+pub const LEASE_AUTO_IDS: u64 = 1 << 62;
+
+/// The longest lease TTL, in ms (a day).
+pub const MAX_LEASE_TTL_MS: u64 = 24 * 3600 * 1000;
+
+/// Checks a lease grant's TTL and id.
+pub fn check_lease_grant(ttl_ms: u64, id: u64) -> Result<(), ApiError> {
+    if ttl_ms == 0 || ttl_ms > MAX_LEASE_TTL_MS {
+        return Err(ApiError::Invalid(format!("a lease TTL is 1 ms to {MAX_LEASE_TTL_MS} ms, not {ttl_ms}")));
+    }
+    if id >= LEASE_AUTO_IDS {
+        return Err(ApiError::Invalid(format!("a chosen lease id is below {LEASE_AUTO_IDS}, not {id}")));
+    }
+    Ok(())
 }
 
 /// A member's state, for `graft-cli status`.
@@ -600,8 +707,12 @@ mod tests {
 
     #[test]
     fn oversized_values_are_refused() {
-        let req =
-            Request::Put { key: Bytes::from("k"), value: Bytes::from(vec![0; MAX_VALUE + 1]), session: None };
+        let req = Request::Put {
+            key: Bytes::from("k"),
+            value: Bytes::from(vec![0; MAX_VALUE + 1]),
+            lease: 0,
+            session: None,
+        };
         assert!(matches!(req.validate(), Err(ApiError::ValueTooLarge { .. })));
         let req = Request::Get {
             key: Bytes::from(vec![0; MAX_KEY + 1]),

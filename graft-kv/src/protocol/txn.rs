@@ -82,6 +82,8 @@ pub enum TxnOp {
         key: Bytes,
         /// The value.
         value: Bytes,
+        /// Attach it to this lease (0: none).
+        lease: u64,
     },
     /// Removes a key.
     Delete {
@@ -196,7 +198,7 @@ impl Txn {
                 match op {
                     TxnOp::Get { key } => check_key(key)?,
                     TxnOp::Scan { prefix, .. } => check_key(prefix)?,
-                    TxnOp::Put { key, value } => {
+                    TxnOp::Put { key, value, .. } => {
                         check_key(key)?;
                         check_value(value)?;
                         if !keys.insert(key) {
@@ -290,7 +292,7 @@ mod tests {
 
     #[test]
     fn bad_transactions_are_refused_with_a_reason() {
-        let put = |k: &str| TxnOp::Put { key: b(k), value: b("v") };
+        let put = |k: &str| TxnOp::Put { key: b(k), value: b("v"), lease: 0 };
         let err = |t: Txn| t.validate().unwrap_err().to_string();
         assert!(err(Txn::default()).contains("empty transaction"));
         let twice = Txn { success: vec![put("a"), put("a")], ..Txn::default() };

@@ -1,81 +1,184 @@
-//! What one write does to the multi-version store: puts, deletes,
-//! compare-and-swap, prefix deletes, transactions and compactions, each at
-//! the revision of its entry.
+//! What one write does to the multi-version store and the lease table:
+//! puts, deletes, compare-and-swap, prefix deletes, transactions,
+//! compactions and lease changes, each at the revision of its entry.
+
+use bytes::Bytes;
 
 use crate::command::WriteOp;
 use crate::error::StoreError;
+use crate::lease::LeaseWriter;
 use crate::mvcc::{MvccMeta, Writer};
-use crate::protocol::{ApiError, Expect, Response, Txn, TxnOp, TxnOpResult, TxnResponse};
+use crate::protocol::{
+    ApiError, Expect, KeyValue, Response, Txn, TxnOp, TxnOpResult, TxnResponse, LEASE_AUTO_IDS,
+};
 
 /// An answer for the client, or the database failing.
 pub type Outcome = Result<Result<Response, ApiError>, StoreError>;
 
-/// Carries out `op` at the writer's revision. `meta` is the store's
-/// position, which a compaction moves.
-pub fn execute(w: &mut Writer<'_>, meta: &mut MvccMeta, op: &WriteOp) -> Outcome {
-    let revision = w.revision();
+/// The tables one write may change.
+pub struct Tables<'a, 't> {
+    /// The multi-version store.
+    pub kv: &'a mut Writer<'t>,
+    /// The lease table.
+    pub leases: &'a mut LeaseWriter<'t>,
+    /// The store's position, which a compaction moves.
+    pub mvcc: &'a mut MvccMeta,
+}
+
+impl Tables<'_, '_> {
+    /// Sets `key`, keeping lease attachments in step.
+    fn put(&mut self, key: &Bytes, value: &Bytes, lease: u64) -> Result<Option<KeyValue>, StoreError> {
+        let prev = self.kv.put(key, value, lease)?;
+        if let Some(p) = prev.as_ref().filter(|p| p.lease != 0 && p.lease != lease) {
+            self.leases.detach(p.lease, key)?;
+        }
+        if lease != 0 {
+            self.leases.attach(lease, key)?;
+        }
+        Ok(prev)
+    }
+
+    /// Removes `key`, and its lease attachment.
+    fn delete(&mut self, key: &Bytes) -> Result<Option<KeyValue>, StoreError> {
+        let prev = self.kv.delete(key)?;
+        if let Some(p) = prev.as_ref().filter(|p| p.lease != 0) {
+            self.leases.detach(p.lease, key)?;
+        }
+        Ok(prev)
+    }
+
+    fn delete_prefix(&mut self, prefix: &[u8]) -> Result<u64, StoreError> {
+        let gone = self.kv.delete_prefix(prefix)?;
+        for (key, kv) in &gone {
+            if kv.lease != 0 {
+                self.leases.detach(kv.lease, key)?;
+            }
+        }
+        Ok(gone.len() as u64)
+    }
+
+    /// Removes lease `id` and deletes its keys; how many, or `None` if
+    /// there is no such lease.
+    fn revoke(&mut self, id: u64) -> Result<Option<u64>, StoreError> {
+        let Some(keys) = self.leases.remove(id)? else { return Ok(None) };
+        let mut deleted = 0;
+        for key in &keys {
+            deleted += u64::from(self.kv.delete(key)?.is_some());
+        }
+        Ok(Some(deleted))
+    }
+
+    /// Refuses a put to a lease that does not exist.
+    fn check_lease(&self, lease: u64) -> Result<Result<(), ApiError>, StoreError> {
+        if lease != 0 && self.leases.get(lease)?.is_none() {
+            return Ok(Err(ApiError::LeaseNotFound { id: lease }));
+        }
+        Ok(Ok(()))
+    }
+}
+
+/// Carries out `op` at the writer's revision.
+pub fn execute(t: &mut Tables<'_, '_>, op: &WriteOp) -> Outcome {
+    let revision = t.kv.revision();
     Ok(Ok(match op {
-        WriteOp::Put { key, value } => {
-            w.put(key, value, 0)?;
+        WriteOp::Put { key, value, lease } => {
+            if let Err(e) = t.check_lease(*lease)? {
+                return Ok(Err(e));
+            }
+            t.put(key, value, *lease)?;
             Response::Put { revision }
         }
-        WriteOp::Delete { key } => Response::Delete { previous: w.delete(key)?, revision },
+        WriteOp::Delete { key } => Response::Delete { previous: t.delete(key)?, revision },
         WriteOp::DeletePrefix { prefix } => {
-            let deleted = w.delete_prefix(prefix)?.len() as u64;
-            Response::DeletePrefix { deleted, revision }
+            Response::DeletePrefix { deleted: t.delete_prefix(prefix)?, revision }
         }
         WriteOp::Cas { key, expect, value } => {
-            let cur = w.get(key)?;
+            let cur = t.kv.get(key)?;
             let matches = match expect {
                 Expect::Value(want) => cur.as_ref().map(|c| &c.value) == want.as_ref(),
                 Expect::ModRevision(r) => cur.as_ref().map_or(0, |c| c.mod_revision) == *r,
                 Expect::Version(v) => cur.as_ref().map_or(0, |c| c.version) == *v,
             };
             if matches {
-                w.put(key, value, 0)?;
-                Response::Cas { swapped: true, current: w.get(key)?, revision }
+                t.put(key, value, 0)?;
+                Response::Cas { swapped: true, current: t.kv.get(key)?, revision }
             } else {
                 Response::Cas { swapped: false, current: cur, revision }
             }
         }
-        WriteOp::Txn(txn) => Response::Txn(run_txn(w, txn)?),
+        WriteOp::Txn(txn) => match run_txn(t, txn)? {
+            Ok(r) => Response::Txn(r),
+            Err(e) => return Ok(Err(e)),
+        },
         WriteOp::Compact { revision: target } => {
             if *target > revision {
                 return Ok(Err(ApiError::FutureRevision { requested: *target, current: revision }));
             }
-            if *target <= meta.compacted {
-                return Ok(Err(ApiError::Compacted { requested: *target, oldest: meta.compacted }));
+            if *target <= t.mvcc.compacted {
+                return Ok(Err(ApiError::Compacted { requested: *target, oldest: t.mvcc.compacted }));
             }
-            meta.compacted = *target;
+            t.mvcc.compacted = *target;
             Response::Compacted { compacted: *target, revision }
         }
-        WriteOp::Note(_) => Response::Done,
+        WriteOp::LeaseGrant { id, ttl_ms } => {
+            let id = if *id == 0 { revision | LEASE_AUTO_IDS } else { *id };
+            if !t.leases.grant(id, *ttl_ms)? {
+                return Ok(Err(ApiError::Invalid(format!("lease {id} already exists"))));
+            }
+            Response::LeaseGranted { id, ttl_ms: *ttl_ms, revision }
+        }
+        WriteOp::LeaseRevoke { id } => match t.revoke(*id)? {
+            Some(deleted) => Response::LeaseRevoked { deleted, revision },
+            None => return Ok(Err(ApiError::LeaseNotFound { id: *id })),
+        },
+        WriteOp::LeaseKeepAlive { ids } => {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.push((*id, t.leases.keep_alive(*id)?.map(|r| r.ttl_ms)));
+            }
+            Response::LeaseKeptAlive(out)
+        }
+        WriteOp::LeaseExpire { ids } => {
+            for id in ids {
+                if t.leases.expired(*id)? {
+                    t.revoke(*id)?;
+                }
+            }
+            Response::Done
+        }
+        WriteOp::LeaseClock | WriteOp::Note(_) => Response::Done,
     }))
 }
 
 /// Evaluates the compares against the state before the transaction, then
 /// runs one branch in order: each operation sees the branch's earlier
-/// writes.
-fn run_txn(w: &mut Writer<'_>, txn: &Txn) -> Result<TxnResponse, StoreError> {
+/// writes. A put to a lease that does not exist refuses the whole
+/// transaction before anything is written.
+fn run_txn(t: &mut Tables<'_, '_>, txn: &Txn) -> Result<Result<TxnResponse, ApiError>, StoreError> {
     let mut succeeded = true;
     for c in &txn.compare {
-        if !c.holds(w.get(&c.key)?.as_ref()) {
+        if !c.holds(t.kv.get(&c.key)?.as_ref()) {
             succeeded = false;
             break;
         }
     }
     let branch = if succeeded { &txn.success } else { &txn.failure };
+    for op in branch {
+        if let TxnOp::Put { lease, .. } = op {
+            if let Err(e) = t.check_lease(*lease)? {
+                return Ok(Err(e));
+            }
+        }
+    }
     let mut results = Vec::with_capacity(branch.len());
     for op in branch {
         results.push(match op {
-            TxnOp::Get { key } => TxnOpResult::Get(w.get(key)?),
-            TxnOp::Scan { prefix, limit } => TxnOpResult::Scan(w.scan(prefix, *limit as usize)?),
-            TxnOp::Put { key, value } => TxnOpResult::Put { previous: w.put(key, value, 0)? },
-            TxnOp::Delete { key } => TxnOpResult::Delete { previous: w.delete(key)? },
-            TxnOp::DeletePrefix { prefix } => {
-                TxnOpResult::DeletePrefix { deleted: w.delete_prefix(prefix)?.len() as u64 }
-            }
+            TxnOp::Get { key } => TxnOpResult::Get(t.kv.get(key)?),
+            TxnOp::Scan { prefix, limit } => TxnOpResult::Scan(t.kv.scan(prefix, *limit as usize)?),
+            TxnOp::Put { key, value, lease } => TxnOpResult::Put { previous: t.put(key, value, *lease)? },
+            TxnOp::Delete { key } => TxnOpResult::Delete { previous: t.delete(key)? },
+            TxnOp::DeletePrefix { prefix } => TxnOpResult::DeletePrefix { deleted: t.delete_prefix(prefix)? },
         });
     }
-    Ok(TxnResponse { succeeded, results, revision: w.revision() })
+    Ok(Ok(TxnResponse { succeeded, results, revision: t.kv.revision() }))
 }

@@ -8,10 +8,11 @@ use graft_core::{ConfChangeKind, Entry, EntryPayload, Index, NodeId, Term};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::execute::{execute, Outcome};
+use super::execute::{execute, Outcome, Tables};
 use super::{decode, encode, meta_record, Bootstrap, META, SESSIONS, SESSIONS_STAGING};
 use crate::command::{Command, MemberContext, WriteOp};
 use crate::error::StoreError;
+use crate::lease::{self, LeaseClock, LeaseWriter};
 use crate::mvcc::{self, compact, read::View, MvccMeta, Writer};
 use crate::protocol::{ApiError, Response, SessionSeq, SnapshotTable};
 
@@ -98,6 +99,7 @@ pub(super) fn init(wtx: &WriteTransaction, bootstrap: &Bootstrap) -> Result<(), 
     t.insert(MvccMeta::KEY, MvccMeta::default().encode()?.as_slice())?;
     drop(t);
     Writer::open(wtx)?;
+    wtx.open_table(lease::LEASES)?;
     Ok(())
 }
 
@@ -118,6 +120,8 @@ pub struct StateMachine {
     /// The multi-version store's position. Invariant: `mvcc.revision ==
     /// meta.applied`, both written with every applied batch.
     mvcc: MvccMeta,
+    /// The lease clock, written with every applied batch.
+    lease_clock: LeaseClock,
 }
 
 impl StateMachine {
@@ -128,6 +132,10 @@ impl StateMachine {
         let table = rtx.open_table(META)?;
         let meta: SmMeta = meta_record(&table, "sm")?;
         let stored = mvcc::meta_of(&table)?;
+        let lease_clock = match table.get(LeaseClock::KEY)? {
+            Some(v) => decode(LeaseClock::KEY, v.value())?,
+            None => LeaseClock::default(),
+        };
         drop((table, rtx));
         let mvcc = match stored {
             Some(m) => m,
@@ -139,7 +147,20 @@ impl StateMachine {
                 m
             }
         };
-        Ok(StateMachine { db, meta, mvcc })
+        // The lease table came after the multi-version store.
+        let rtx = db.begin_read()?;
+        if matches!(rtx.open_table(lease::LEASES), Err(redb::TableError::TableDoesNotExist(_))) {
+            let wtx = db.begin_write()?;
+            wtx.open_table(lease::LEASES)?;
+            wtx.commit()?;
+        }
+        drop(rtx);
+        Ok(StateMachine { db, meta, mvcc, lease_clock })
+    }
+
+    /// The lease clock: the latest leader time seen, and its term.
+    pub fn lease_clock(&self) -> LeaseClock {
+        self.lease_clock
     }
 
     /// The multi-version store's position (revision and compaction point).
@@ -188,6 +209,7 @@ impl StateMachine {
             return Ok(out);
         }
         let mut kv = Writer::open(wtx)?;
+        let mut leases = LeaseWriter::open(wtx, self.lease_clock)?;
         let mut sessions = wtx.open_table(SESSIONS)?;
         // Sessions touched in this batch, each read and written once.
         let mut cache: HashMap<u64, Session> = HashMap::new();
@@ -229,7 +251,9 @@ impl StateMachine {
                 EntryPayload::Command(data) => match postcard::from_bytes::<Command>(data) {
                     Ok(cmd) => {
                         self.meta.clock_ms = self.meta.clock_ms.max(cmd.time_ms);
-                        let outcome = self.apply_command(&mut kv, &sessions, &mut cache, &cmd)?;
+                        leases.on_command(e.term, cmd.time_ms)?;
+                        let outcome =
+                            self.apply_command(&mut kv, &mut leases, &sessions, &mut cache, &cmd)?;
                         applied.outcome = Some(outcome);
                         applied.events = kv.finish(cmd.time_ms)?;
                         applied.op = Some(cmd.op);
@@ -254,21 +278,25 @@ impl StateMachine {
         drop(kv);
         drop(sessions);
         self.mvcc.revision = self.meta.applied;
+        self.lease_clock = leases.clock;
+        drop(leases);
         let mut meta = wtx.open_table(META)?;
         meta.insert("sm", encode("sm", &self.meta)?.as_slice())?;
         meta.insert(MvccMeta::KEY, self.mvcc.encode()?.as_slice())?;
+        meta.insert(LeaseClock::KEY, encode(LeaseClock::KEY, &self.lease_clock)?.as_slice())?;
         Ok(out)
     }
 
-    fn apply_command(
+    fn apply_command<'t>(
         &mut self,
-        kv: &mut Writer<'_>,
+        kv: &mut Writer<'t>,
+        leases: &mut LeaseWriter<'t>,
         sessions: &Table<u64, &[u8]>,
         cache: &mut HashMap<u64, Session>,
         cmd: &Command,
     ) -> Outcome {
-        let mvcc = &mut self.mvcc;
-        let Some(s) = cmd.session else { return execute(kv, mvcc, &cmd.op) };
+        let mut tables = Tables { kv, leases, mvcc: &mut self.mvcc };
+        let Some(s) = cmd.session else { return execute(&mut tables, &cmd.op) };
         let session = match cache.entry(s.client) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
@@ -285,7 +313,7 @@ impl StateMachine {
                 v.insert(session)
             }
         };
-        let outcome = lookup_or_execute(session, s, || execute(kv, mvcc, &cmd.op))?;
+        let outcome = lookup_or_execute(session, s, || execute(&mut tables, &cmd.op))?;
         session.last_active_ms = self.meta.clock_ms;
         Ok(outcome)
     }
@@ -309,7 +337,7 @@ impl StateMachine {
     /// The metadata a snapshot carries (applied index, members, clock, the
     /// store's compaction point).
     pub fn export_meta(&self) -> Result<Bytes, StoreError> {
-        let state = SnapshotState { sm: self.meta.clone(), mvcc: self.mvcc };
+        let state = SnapshotState { sm: self.meta.clone(), mvcc: self.mvcc, lease_clock: self.lease_clock };
         Ok(Bytes::from(encode("snapshot state", &state)?))
     }
 
@@ -332,6 +360,9 @@ impl StateMachine {
         wtx.open_table(mvcc::HISTORY_STAGING)?;
         wtx.open_table(mvcc::REVS_STAGING)?;
         wtx.open_table(SESSIONS_STAGING)?;
+        wtx.open_table(lease::LEASES_STAGING)?;
+        wtx.delete_table(lease::LEASES)?;
+        wtx.rename_table(lease::LEASES_STAGING, lease::LEASES)?;
         wtx.delete_table(mvcc::CURRENT)?;
         wtx.delete_table(mvcc::HISTORY)?;
         wtx.delete_table(mvcc::REVS)?;
@@ -343,8 +374,10 @@ impl StateMachine {
         let mut meta = wtx.open_table(META)?;
         meta.insert("sm", encode("sm", &state.sm)?.as_slice())?;
         meta.insert(MvccMeta::KEY, state.mvcc.encode()?.as_slice())?;
+        meta.insert(LeaseClock::KEY, encode(LeaseClock::KEY, &state.lease_clock)?.as_slice())?;
         self.meta = state.sm;
         self.mvcc = state.mvcc;
+        self.lease_clock = state.lease_clock;
         Ok(())
     }
 
@@ -366,6 +399,7 @@ impl StateMachine {
 struct SnapshotState {
     sm: SmMeta,
     mvcc: MvccMeta,
+    lease_clock: LeaseClock,
 }
 
 /// Writes the sessions touched in a batch back to their table.
@@ -462,6 +496,7 @@ pub fn stage_begin(db: &Database) -> Result<(), StoreError> {
     wtx.delete_table(mvcc::HISTORY_STAGING)?;
     wtx.delete_table(mvcc::REVS_STAGING)?;
     wtx.delete_table(SESSIONS_STAGING)?;
+    wtx.delete_table(lease::LEASES_STAGING)?;
     wtx.commit()?;
     Ok(())
 }
@@ -495,6 +530,12 @@ pub fn stage_rows(db: &Database, table: SnapshotTable, rows: &[(Bytes, Bytes)]) 
                 })?;
                 let rev = be_u64(&k[split..], "history")?;
                 t.insert((&k[..split], rev), v.as_ref())?;
+            }
+        }
+        SnapshotTable::Leases => {
+            let mut t = wtx.open_table(lease::LEASES_STAGING)?;
+            for (k, v) in rows {
+                t.insert(k.as_ref(), v.as_ref())?;
             }
         }
         SnapshotTable::Revs => {
@@ -532,6 +573,13 @@ pub fn export_rows(
     let rows: Rows<'_> = match table {
         SnapshotTable::Kv => {
             let t = rtx.open_table(mvcc::CURRENT)?;
+            Box::new(t.range::<&[u8]>(..)?.map(move |item| {
+                let (k, v) = item?;
+                Ok((copy(k.value()), copy(v.value())))
+            }))
+        }
+        SnapshotTable::Leases => {
+            let t = rtx.open_table(lease::LEASES)?;
             Box::new(t.range::<&[u8]>(..)?.map(move |item| {
                 let (k, v) = item?;
                 Ok((copy(k.value()), copy(v.value())))
