@@ -28,6 +28,16 @@ impl Code {
         self as u8
     }
 
+    /// The code for a command run under `lock` that exited with `code`:
+    /// 0 stays 0, anything else is a failure (4).
+    pub fn from_exit(code: i32) -> Code {
+        if code == 0 {
+            Code::Ok
+        } else {
+            Code::Failure
+        }
+    }
+
     /// The code for a failed command.
     pub fn of_error(err: &anyhow::Error) -> Code {
         for cause in err.chain() {

@@ -85,6 +85,24 @@ pub enum Command {
         /// The oldest revision to keep readable.
         revision: u64,
     },
+    /// Run a command while holding a lock.
+    Lock {
+        /// The lock's name.
+        name: String,
+        /// The lease's TTL.
+        ttl: Duration,
+        /// The command and its arguments.
+        command: Vec<String>,
+    },
+    /// Campaign to lead an election and hold it until Ctrl+C.
+    Elect {
+        /// The election's name.
+        name: String,
+        /// The value to publish while leading.
+        value: String,
+        /// The lease's TTL.
+        ttl: Duration,
+    },
     /// Print every change to a key or prefix as it happens.
     Watch {
         /// The key, or the prefix with `prefix`.
@@ -173,6 +191,8 @@ impl Command {
             Command::Txn(_) => "txn",
             Command::Compact { .. } => "compact",
             Command::Watch { .. } => "watch",
+            Command::Lock { .. } => "lock",
+            Command::Elect { .. } => "elect",
             Command::Cas { .. } => "cas",
             Command::Scan { .. } => "scan",
             Command::Status => "status",
@@ -277,6 +297,31 @@ pub enum CommandArgs {
     Compact {
         /// The oldest revision to keep readable
         revision: u64,
+    },
+    /// Run COMMAND while holding lock NAME (waiting for it); the lock's
+    /// revision (a fencing token) is printed and passed to COMMAND as
+    /// GRAFT_LOCK_REVISION; exits with COMMAND's code
+    #[command(override_usage = "lock NAME [--ttl 10s] -- COMMAND [ARGS...]")]
+    Lock {
+        /// The lock's name (a key prefix)
+        name: String,
+        /// The TTL of the lease that holds it (renewed while held)
+        #[arg(long, value_name = "TTL", default_value = "10s", value_parser = parse_duration)]
+        ttl: Duration,
+        /// The command to run
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Campaign in election NAME with VALUE: prints `elected: VALUE
+    /// (revision R)` once leader, holds until Ctrl+C, then resigns
+    Elect {
+        /// The election's name (a key prefix)
+        name: String,
+        /// What the leader publishes
+        value: String,
+        /// The TTL of the lease that holds the leadership
+        #[arg(long, value_name = "TTL", default_value = "10s", value_parser = parse_duration)]
+        ttl: Duration,
     },
     /// Print every change to KEY (or every key starting with it, with
     /// --prefix) as it happens, until Ctrl+C: `PUT KEY VALUE` and
@@ -551,6 +596,8 @@ impl TryFrom<CommandArgs> for Command {
                     Command::Txn(txn)
                 }
             }
+            CommandArgs::Lock { name, ttl, command } => Command::Lock { name, ttl, command },
+            CommandArgs::Elect { name, value, ttl } => Command::Elect { name, value, ttl },
             CommandArgs::Watch { key, prefix, from_revision, prev_value } => {
                 Command::Watch { key, prefix, from_revision, prev_value }
             }
@@ -794,6 +841,18 @@ mod tests {
         assert_eq!(run("delete k"), Command::Delete { key: s("k") });
         assert_eq!(run("delete --prefix a/"), Command::DeletePrefix { prefix: s("a/") });
         assert_eq!(run("compact 40"), Command::Compact { revision: 40 });
+        assert_eq!(
+            run("lock jobs --ttl 5s -- sh -c 'echo hi'"),
+            Command::Lock {
+                name: s("jobs"),
+                ttl: Duration::from_secs(5),
+                command: vec![s("sh"), s("-c"), s("echo hi")]
+            }
+        );
+        assert_eq!(
+            run("elect leader node-1"),
+            Command::Elect { name: s("leader"), value: s("node-1"), ttl: Duration::from_secs(10) }
+        );
         assert_eq!(
             run("watch cfg/ --prefix --from-revision 7 --prev-value"),
             Command::Watch { key: s("cfg/"), prefix: true, from_revision: 7, prev_value: true }

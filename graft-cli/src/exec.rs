@@ -310,7 +310,9 @@ impl Executor {
                     .with_context(|| format!("scan {prefix}"))?;
                 Outcome::Scanned { prefix: prefix.clone(), items, revision }
             }
-            Command::Watch { .. } => anyhow::bail!("watch streams its output; the runner serves it"),
+            Command::Watch { .. } | Command::Lock { .. } | Command::Elect { .. } => {
+                anyhow::bail!("{} runs until it ends; the runner serves it", cmd.name())
+            }
             Command::Status => Outcome::Status(build_report(self.survey().await.context("status")?)),
             Command::LeaderTransfer { to } => {
                 c.transfer_leader(*to).await.with_context(|| format!("leader transfer {to}"))?;

@@ -16,6 +16,7 @@ mod command;
 mod exec;
 mod lease;
 mod output;
+mod recipes;
 mod repl;
 mod runner;
 mod txn;

@@ -12,6 +12,7 @@ use crate::code::{outcome_unknown, Code};
 use crate::command::{Command, Parsed, UsageError};
 use crate::exec::Executor;
 use crate::output;
+use crate::recipes;
 use graft_kv::keepalive::LeaseState;
 use graft_kv::protocol::WatchFilter;
 use graft_kv::{WatchItem, WatchOptions};
@@ -69,6 +70,9 @@ impl Runner {
         }
         if let Command::Lease(LeaseCommand::KeepAlive { id, once: false }) = cmd {
             return self.keep_alive(id, prefix);
+        }
+        if matches!(cmd, Command::Lock { .. } | Command::Elect { .. }) {
+            return self.recipe(&cmd, prefix);
         }
         let result = if cancel_on_ctrl_c {
             self.rt.block_on(async {
@@ -183,6 +187,36 @@ impl Runner {
                 }
             }
         })
+    }
+
+    /// `lock` and `elect`: print what they say on standard output, exit
+    /// with the command's code (`lock`) or 0 on Ctrl+C.
+    fn recipe(&self, cmd: &Command, prefix: &str) -> Step {
+        let say = |line: &str| {
+            let _ = self.emit(format!("{line}\n").as_bytes(), Code::Ok);
+        };
+        let client = self.exec.client();
+        let result = self.rt.block_on(async {
+            match cmd {
+                Command::Lock { name, ttl, command } => {
+                    recipes::run_lock(client, name, *ttl, command, say, ctrl_c()).await
+                }
+                Command::Elect { name, value, ttl } => {
+                    recipes::run_elect(client, name, value, *ttl, say, ctrl_c()).await
+                }
+                _ => Ok(recipes::Ended::Interrupted),
+            }
+        });
+        match result {
+            Ok(recipes::Ended::Interrupted) => Step::Continue(Code::Ok),
+            Ok(recipes::Ended::Command(code)) => {
+                if code != 0 {
+                    eprintln!("{prefix}{}: the command exited with {code}", cmd.name());
+                }
+                Step::Continue(Code::from_exit(code))
+            }
+            Err(e) => self.fail(Some(cmd.name()), &e, prefix),
+        }
     }
 
     fn fail(&self, command: Option<&str>, e: &anyhow::Error, prefix: &str) -> Step {

@@ -18,6 +18,7 @@
 //!   replay, and the task serving one watch on a connection.
 //! - [`watcher`]: the client side of a watch, resuming across members.
 //! - [`keepalive`]: keeping a lease alive from a client.
+//! - [`lock`]: distributed locks and leader election, with fencing tokens.
 //! - [`command`]: the commands written into the log.
 //! - [`protocol`]: frames and messages on the wire.
 //! - [`client`]: [`Client`], the Rust client graft-cli uses.
@@ -37,6 +38,7 @@ pub mod demo;
 pub mod error;
 pub mod keepalive;
 pub mod lease;
+pub mod lock;
 pub mod mailbox;
 pub mod members;
 pub mod mvcc;

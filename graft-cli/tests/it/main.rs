@@ -5,6 +5,7 @@ mod commands;
 mod exactly_once;
 mod history;
 mod lease;
+mod lock;
 mod members;
 mod repl;
 mod stdin;
