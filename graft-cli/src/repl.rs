@@ -177,7 +177,7 @@ mod tests {
     fn completes_command_names() {
         let h = helper();
         assert_eq!(h.candidates(&[], "s"), vec!["scan", "status"]);
-        assert_eq!(h.candidates(&[], "le"), vec!["leader"]);
+        assert_eq!(h.candidates(&[], "le"), vec!["leader", "lease"]);
         assert_eq!(h.candidates(&["help"], "ca"), vec!["cas"]);
         assert!(h.candidates(&[], "").len() >= 9);
         assert!(h.candidates(&[], "zz").is_empty());
