@@ -36,6 +36,8 @@ pub struct BenchOptions {
     pub duration: Duration,
     /// Share of reads (0.0: puts only; 1.0: linearizable reads only).
     pub read_ratio: f64,
+    /// Write with transactions (compare one key, put two) instead of puts.
+    pub txn: bool,
     /// Serve reads from the member's own state instead of linearizably.
     pub stale_reads: bool,
     /// Distinct keys.
@@ -319,6 +321,25 @@ fn serde_json_string<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
+/// The transaction `--txn` writes with: a compare on one key (one that
+/// always holds, so that both puts happen), then two puts.
+fn bench_txn(key: Bytes, other: Bytes, value: Bytes) -> crate::protocol::Txn {
+    use crate::protocol::{Compare, CompareOp, CompareTarget, Txn, TxnOp};
+    let other = if other == key { Bytes::from([&key[..], b"-2"].concat()) } else { other };
+    Txn {
+        compare: vec![Compare {
+            key: key.clone(),
+            target: CompareTarget::CreateRevision(u64::MAX),
+            op: CompareOp::Less,
+        }],
+        success: vec![
+            TxnOp::Put { key, value: value.clone(), lease: 0 },
+            TxnOp::Put { key: other, value, lease: 0 },
+        ],
+        failure: vec![],
+    }
+}
+
 async fn load(endpoints: &[String], opts: &BenchOptions) -> anyhow::Result<LoadReport> {
     let conns: Vec<Client> = (0..opts.conns.max(1))
         .map(|_| {
@@ -362,6 +383,7 @@ async fn load(endpoints: &[String], opts: &BenchOptions) -> anyhow::Result<LoadR
             let mut hist = template.clone();
             let (done, value, names) = (done.clone(), value.clone(), names.clone());
             let read_ratio = opts.read_ratio;
+            let txn = opts.txn;
             let consistency = if opts.stale_reads { Consistency::Stale } else { Consistency::Linearizable };
             tokio::spawn(async move {
                 let mut rng = graft_core::rng::Rng::new(i as u64 + 1);
@@ -374,6 +396,10 @@ async fn load(endpoints: &[String], opts: &BenchOptions) -> anyhow::Result<LoadR
                     let key = names[rng.range(0, names.len() as u64) as usize].clone();
                     let ok = if rng.chance(read_ratio) {
                         client.get_with(key, consistency).await.is_ok()
+                    } else if txn {
+                        writes += 1;
+                        let other = names[rng.range(0, names.len() as u64) as usize].clone();
+                        client.txn(bench_txn(key, other, value.clone())).await.is_ok()
                     } else {
                         writes += 1;
                         client.put(key, value.clone()).await.is_ok()

@@ -72,6 +72,9 @@ struct BenchArgs {
     /// Share of reads, 0 to 1 (0: puts only; 1: reads only).
     #[arg(long, default_value_t = 0.0)]
     read_ratio: f64,
+    /// Write with transactions (compare one key, put two) instead of puts.
+    #[arg(long)]
+    txn: bool,
     /// Serve reads from the member's own state instead of linearizably.
     #[arg(long)]
     stale: bool,
@@ -201,6 +204,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 conns: b.conns.unwrap_or(b.clients.div_ceil(8)).max(1),
                 duration: b.duration,
                 read_ratio: b.read_ratio,
+                txn: b.txn,
                 stale_reads: b.stale,
                 keys: b.keys,
                 value_size: b.value_size,
