@@ -38,6 +38,10 @@ pub struct BenchOptions {
     pub read_ratio: f64,
     /// Write with transactions (compare one key, put two) instead of puts.
     pub txn: bool,
+    /// Watchers on the written keys' prefix during the run.
+    pub watchers: usize,
+    /// Leases kept alive (TTL 10 s, renewed every third) during the run.
+    pub leases: usize,
     /// Serve reads from the member's own state instead of linearizably.
     pub stale_reads: bool,
     /// Distinct keys.
@@ -82,6 +86,10 @@ pub struct LoadReport {
     pub read_ratio: f64,
     /// Value size.
     pub value_size: usize,
+    /// What the watchers saw (with `--watchers`).
+    pub watch: Option<crate::bench_coord::WatchReport>,
+    /// What keeping the leases alive took (with `--leases`).
+    pub leases: Option<crate::bench_coord::LeaseReport>,
 }
 
 /// Latency percentiles in microseconds.
@@ -307,6 +315,24 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
             l.p999 as f64 / 1000.0,
             l.max as f64 / 1000.0
         );
+        if let Some(w) = &report.watch {
+            println!(
+                "watchers: {} saw {}-{} changes each (at least {} written); write to delivery p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                w.watchers,
+                w.min_seen,
+                w.max_seen,
+                w.expected,
+                w.delivery_us[0] as f64 / 1000.0,
+                w.delivery_us[1] as f64 / 1000.0,
+                w.delivery_us[2] as f64 / 1000.0
+            );
+        }
+        if let Some(l) = &report.leases {
+            println!(
+                "leases: {} kept alive (TTL {} ms) with {} keepalive requests; {} found gone",
+                l.leases, l.ttl_ms, l.keepalives, l.lost
+            );
+        }
         if report.writes > 0 {
             println!(
                 "fsyncs per write: {:.3} on the leader, {:.3} over all members",
@@ -362,6 +388,18 @@ async fn load(endpoints: &[String], opts: &BenchOptions) -> anyhow::Result<LoadR
     for c in &conns {
         c.get("bench-warm-up").await.context("warming up the connections")?;
     }
+    let origin = Instant::now();
+    let watchers = if opts.watchers > 0 {
+        let from = conns[0].put("bench-start", "0").await.context("starting the watchers")? + 1;
+        Some(crate::bench_coord::start_watchers(endpoints, opts.watchers, "bench-", from, origin).await?)
+    } else {
+        None
+    };
+    let leases = if opts.leases > 0 {
+        Some(crate::bench_coord::start_leases(endpoints, opts.leases, Duration::from_secs(10)).await?)
+    } else {
+        None
+    };
     let (fs_all0, fs_lead0) = fsyncs(endpoints, &leader).await;
     let done = Arc::new(AtomicU64::new(0));
     let bar = if opts.json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -384,6 +422,7 @@ async fn load(endpoints: &[String], opts: &BenchOptions) -> anyhow::Result<LoadR
             let (done, value, names) = (done.clone(), value.clone(), names.clone());
             let read_ratio = opts.read_ratio;
             let txn = opts.txn;
+            let (stamp, size) = (opts.watchers > 0, opts.value_size);
             let consistency = if opts.stale_reads { Consistency::Stale } else { Consistency::Linearizable };
             tokio::spawn(async move {
                 let mut rng = graft_core::rng::Rng::new(i as u64 + 1);
@@ -394,6 +433,7 @@ async fn load(endpoints: &[String], opts: &BenchOptions) -> anyhow::Result<LoadR
                         break;
                     }
                     let key = names[rng.range(0, names.len() as u64) as usize].clone();
+                    let value = if stamp { crate::bench_coord::stamped(origin, size) } else { value.clone() };
                     let ok = if rng.chance(read_ratio) {
                         client.get_with(key, consistency).await.is_ok()
                     } else if txn {
@@ -431,6 +471,19 @@ async fn load(endpoints: &[String], opts: &BenchOptions) -> anyhow::Result<LoadR
     }
     let seconds = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
+    let leases = match leases {
+        Some(l) => Some(l.finish().await),
+        None => None,
+    };
+    let watch = match watchers {
+        Some(w) => {
+            let end = conns[0].put("bench-zz-end", "0").await.context("ending the watchers")?;
+            let per_write = if opts.txn { 2 } else { 1 };
+            let ok_writes = writes.saturating_sub(errors);
+            Some(w.finish(end, ok_writes * per_write + 1, Duration::from_secs(60)).await?)
+        }
+        None => None,
+    };
     let (fs_all1, fs_lead1) = fsyncs(endpoints, &leader).await;
     let ops = hist.len();
     let per_write = |n: u64| if writes > 0 { n as f64 / writes as f64 } else { 0.0 };
@@ -453,6 +506,8 @@ async fn load(endpoints: &[String], opts: &BenchOptions) -> anyhow::Result<LoadR
         conns: opts.conns,
         read_ratio: opts.read_ratio,
         value_size: opts.value_size,
+        watch,
+        leases,
     })
 }
 

@@ -23,7 +23,8 @@
 //! - [`protocol`]: frames and messages on the wire.
 //! - [`client`]: [`Client`], the Rust client graft-cli uses.
 //! - [`config`]: the cluster file and the built-in default cluster.
-//! - [`bench`]: `graft-kv bench`, the load generator and failover timer.
+//! - [`bench`]: `graft-kv bench`, the load generator and failover timer;
+//!   [`bench_coord`] its watchers and leases.
 //! - [`demo`]: `graft-kv demo-timestamps`, the original project's behaviour.
 //! - [`workload`]: the linearizability workload behind the fault tests and
 //!   `graft-cli verify`.
@@ -31,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod bench_coord;
 pub mod client;
 pub mod command;
 pub mod config;

@@ -75,6 +75,13 @@ struct BenchArgs {
     /// Write with transactions (compare one key, put two) instead of puts.
     #[arg(long)]
     txn: bool,
+    /// Watch the written keys with this many watchers (each on its own
+    /// connection) and report what they saw and how soon.
+    #[arg(long, default_value_t = 0)]
+    watchers: usize,
+    /// Keep this many leases (TTL 10 s) alive during the run.
+    #[arg(long, default_value_t = 0)]
+    leases: usize,
     /// Serve reads from the member's own state instead of linearizably.
     #[arg(long)]
     stale: bool,
@@ -205,6 +212,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 duration: b.duration,
                 read_ratio: b.read_ratio,
                 txn: b.txn,
+                watchers: b.watchers,
+                leases: b.leases,
                 stale_reads: b.stale,
                 keys: b.keys,
                 value_size: b.value_size,
