@@ -36,6 +36,11 @@ impl<'a> View<'a> {
         self.meta.compacted
     }
 
+    /// The store's whole position (revision, compaction and purge points).
+    pub fn meta(&self) -> MvccMeta {
+        self.meta
+    }
+
     /// Which revision a read `at` (0: the latest) reads, or why it cannot.
     fn resolve(&self, at: u64) -> Result<Option<u64>, ApiError> {
         if at == 0 || at == self.meta.revision {

@@ -87,6 +87,12 @@ impl Node {
         }
     }
 
+    /// Proposes an entry that changes no data but moves the lease clock
+    /// (and gives every member an applied batch).
+    pub(super) fn propose_clock(&mut self) {
+        self.propose_internal(WriteOp::LeaseClock);
+    }
+
     /// Proposes a command nobody waits for.
     fn propose_internal(&mut self, op: WriteOp) {
         let cmd = Command { session: None, time_ms: now_ms(), op };
