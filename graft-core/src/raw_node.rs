@@ -55,7 +55,10 @@ pub struct Ready {
     /// at or after `entries[0].index`.
     pub entries: Vec<Entry>,
     /// Messages from a leader that do not depend on this `Ready` being
-    /// durable: send them at once.
+    /// durable: send them at once. Invariant: empty when `hard_state`
+    /// carries a new term or vote (a lone voter's first appends of its new
+    /// term wait in `persisted_messages`: sent before the term is durable, a
+    /// crash could let it lead that term again with a different log).
     ///
     /// A `Snapshot` message carries only metadata: the application sends its
     /// state machine as of `meta.index` or later along with it (graft-kv
@@ -227,6 +230,10 @@ impl<S: Storage> RawNode<S> {
             self.prev_soft_state = ss;
         }
         let hs = r.hard_state();
+        // Whether this Ready makes a new term or vote durable: then nothing
+        // of it may leave before it is (a lone voter wins in the step that
+        // starts its campaign, and its first appends carry the new term).
+        let new_term = hs.term != self.prev_hard_state.term || hs.vote != self.prev_hard_state.vote;
         if hs != self.prev_hard_state {
             rd.hard_state = Some(hs);
             self.prev_hard_state = hs;
@@ -240,6 +247,11 @@ impl<S: Storage> RawNode<S> {
         in_flight.last_entry = r.log.accept_unstable();
         rd.messages = std::mem::take(&mut r.msgs);
         rd.persisted_messages = std::mem::take(&mut r.msgs_after_persist);
+        if new_term && !rd.messages.is_empty() {
+            let mut held = std::mem::take(&mut rd.messages);
+            held.append(&mut rd.persisted_messages);
+            rd.persisted_messages = held;
+        }
         rd.committed_entries = r.log.next_committed()?;
         if let Some(e) = rd.committed_entries.last() {
             r.log.applying = e.index;

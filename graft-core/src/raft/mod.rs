@@ -404,8 +404,11 @@ impl<S: Storage> Raft<S> {
         let m = Message { from: self.id, to, term, body };
         match m.body {
             // A leader's messages depend on nothing in the unpersisted Ready:
-            // its term was made durable when it campaigned, and it counts its
-            // own log toward commitment only once persisted (thesis §10.2.1).
+            // it counts its own log toward commitment only once persisted
+            // (thesis §10.2.1), and its term is durable: made so when it
+            // campaigned, or, for a lone voter that won in the same step,
+            // `RawNode::ready` holds every message of the Ready that carries
+            // the new term until it is persisted.
             MessageBody::Append { .. }
             | MessageBody::Heartbeat { .. }
             | MessageBody::Snapshot { .. }
