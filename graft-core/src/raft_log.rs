@@ -457,4 +457,57 @@ mod tests {
         assert_eq!(log.persisted, 1);
         assert_eq!(log.next_unstable().len(), 1, "the replacement is handed out again");
     }
+
+    #[test]
+    fn a_conflicting_append_replaces_unpersisted_entries_from_its_index() {
+        let mut log = log_with(&[1]);
+        log.append(&[ent(2, 1)]).unwrap();
+        // The only unpersisted entry is replaced.
+        assert_eq!(log.maybe_append(1, 1, 0, &[ent(2, 2)]).unwrap(), AppendOutcome::Matched(2));
+        assert_eq!((log.last_index().unwrap(), log.term(2).unwrap()), (2, 2));
+        assert_eq!(log.next_unstable().iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(), vec![(2, 2)]);
+        // A conflict in the middle of the unpersisted entries drops those after it.
+        log.append(&[ent(3, 2), ent(4, 2)]).unwrap();
+        assert_eq!(log.maybe_append(2, 2, 0, &[ent(3, 3)]).unwrap(), AppendOutcome::Matched(3));
+        assert_eq!((log.last_index().unwrap(), log.term(3).unwrap()), (3, 3));
+        let unstable: Vec<(Index, Term)> = log.next_unstable().iter().map(|e| (e.index, e.term)).collect();
+        assert_eq!(unstable, vec![(2, 2), (3, 3)]);
+    }
+
+    fn cmd(index: Index, term: Term, len: usize) -> Entry {
+        Entry { index, term, payload: EntryPayload::Command(vec![0; len].into()) }
+    }
+
+    fn indexes(entries: Vec<Entry>) -> Vec<Index> {
+        entries.iter().map(|e| e.index).collect()
+    }
+
+    #[test]
+    fn entries_span_the_durable_and_unpersisted_log_within_the_size_limit() {
+        let mut log = log_with(&[1, 1]);
+        log.append(&[ent(3, 1), ent(4, 1), ent(5, 1)]).unwrap();
+        let size = ent(1, 1).size();
+        assert_eq!(indexes(log.entries(1, 6, u64::MAX).unwrap()), vec![1, 2, 3, 4, 5]);
+        assert_eq!(indexes(log.entries(2, 5, u64::MAX).unwrap()), vec![2, 3, 4]);
+        // Entries up to the limit exactly; past it, the last one is left out.
+        assert_eq!(indexes(log.entries(1, 6, 3 * size).unwrap()), vec![1, 2, 3]);
+        assert_eq!(indexes(log.entries(1, 6, 3 * size - 1).unwrap()), vec![1, 2]);
+        assert_eq!(indexes(log.entries(3, 6, 2 * size).unwrap()), vec![3, 4]);
+        // At least one entry, however small the limit.
+        assert_eq!(indexes(log.entries(3, 6, 0).unwrap()), vec![3]);
+        assert_eq!(indexes(log.entries(1, 6, 0).unwrap()), vec![1]);
+        // Past the end: the error names the highest index asked for.
+        assert!(matches!(log.entries(4, 9, u64::MAX), Err(StorageError::Unavailable(8))));
+    }
+
+    #[test]
+    fn entries_stop_where_storage_stopped_for_the_size_limit() {
+        // Durable: a small entry, then a large one; unpersisted: a small one.
+        let mut s = MemStorage::new_with_conf(ConfState::with_voters([1]));
+        s.append(&[ent(1, 1), cmd(2, 1, 100)]).unwrap();
+        let mut log = RaftLog::new(s, 0).unwrap();
+        log.append(&[ent(3, 1)]).unwrap();
+        let limit = ent(1, 1).size() + ent(3, 1).size();
+        assert_eq!(indexes(log.entries(1, 4, limit).unwrap()), vec![1], "no gap where entry 2 did not fit");
+    }
 }

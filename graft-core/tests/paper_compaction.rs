@@ -8,7 +8,9 @@
 mod util;
 
 use graft_core::progress::ProgressState;
-use graft_core::{ConfState, Message, MessageBody, NodeId, ProgressStatus, Role};
+use graft_core::{
+    AppendResponse, ConfState, Message, MessageBody, NodeId, ProgressStatus, Role, SnapshotMeta, Storage,
+};
 use util::*;
 
 fn is_snapshot(m: &Message) -> bool {
@@ -139,4 +141,33 @@ fn snapshot_reports_outside_a_transfer_change_nothing() {
     assert_eq!((after.state, after.next, after.matched), (before.state, before.next, before.matched));
     net.node_mut(2).report_snapshot(3, false);
     assert_eq!(net.role(2), Role::Follower);
+}
+
+/// §7: a follower that accepts a snapshot "discards its entire log; it is
+/// all superseded by the snapshot", and the log now ends at the snapshot's
+/// last included entry, whose term it knows at once, before the application
+/// has persisted the snapshot (messages may be stepped in between): the
+/// leader's next append, right after the snapshot, is accepted.
+#[test]
+fn a_snapshot_not_yet_persisted_already_ends_the_log() {
+    let mut n = node(3, storage(&[1, 2, 3], &[1], 1), &plain);
+    let meta = SnapshotMeta { index: 5, term: 2, conf: ConfState::with_voters([1, 2, 3]) };
+    n.step(Message { from: 1, to: 3, term: 2, body: MessageBody::Snapshot { meta } }).unwrap();
+    let s = n.status();
+    assert_eq!((s.first_index, s.last_index, n.log_term(5)), (6, 5, Some(2)), "the snapshot ends the log");
+    let entries = vec![ent(6, 2)];
+    let append = MessageBody::Append { prev_index: 5, prev_term: 2, entries, commit: 6 };
+    n.step(Message { from: 1, to: 3, term: 2, body: append }).unwrap();
+    assert_eq!(log_of(&n), vec![(6, 2)], "the log is readable, from just after the snapshot");
+    let answers: Vec<AppendResponse> = drain(&mut n)
+        .all()
+        .into_iter()
+        .filter_map(|m| match m.body {
+            MessageBody::AppendResponse(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers, vec![AppendResponse::Accepted { index: 5 }, AppendResponse::Accepted { index: 6 }]);
+    assert_eq!(n.storage().last_index().unwrap(), 6);
+    assert_eq!(n.status().hard_state.commit, 6);
 }
