@@ -510,4 +510,18 @@ mod tests {
         let limit = ent(1, 1).size() + ent(3, 1).size();
         assert_eq!(indexes(log.entries(1, 4, limit).unwrap()), vec![1], "no gap where entry 2 did not fit");
     }
+
+    #[test]
+    fn a_received_snapshot_is_pending_until_installed() {
+        let mut log = log_with(&[1]);
+        assert!(!log.has_pending_snapshot());
+        log.restore(SnapshotMeta { index: 5, term: 2, conf: ConfState::with_voters([1]) });
+        assert!(log.has_pending_snapshot());
+        assert_eq!(log.next_snapshot().map(|s| s.index), Some(5));
+        log.accept_unstable();
+        assert!(log.next_snapshot().is_none(), "handed out");
+        assert!(log.has_pending_snapshot(), "handed out, not installed yet");
+        log.stable_snapshot_to(5);
+        assert!(!log.has_pending_snapshot());
+    }
 }
