@@ -19,7 +19,7 @@ use super::record::{MvccMeta, RevRecord};
 use crate::error::StoreError;
 
 /// The most history rows one applied batch removes.
-pub const PURGE_BUDGET: usize = 8192;
+pub const PURGE_BUDGET: usize = 512;
 
 /// Removes history below `meta.compacted`, doing at most about `budget`
 /// rows of work; returns how many rows it removed, and moves
