@@ -171,3 +171,101 @@ fn a_snapshot_not_yet_persisted_already_ends_the_log() {
     assert_eq!(n.storage().last_index().unwrap(), 6);
     assert_eq!(n.status().hard_state.commit, 6);
 }
+
+/// Leader 1 of {1, 2, 3} commits ten commands while 3 is cut off (3 has
+/// only the no-op), compacts its log, and offers 3 the snapshot (held in
+/// the queue). Returns the network, the snapshot's index, and 3's match.
+fn follower_with_a_match_needing_a_snapshot() -> (Network, u64, u64) {
+    let mut net = Network::new(&[1, 2, 3], &plain);
+    net.elect(1);
+    heartbeat(&mut net, 1);
+    let matched = progress(&net, 1, 3).matched;
+    assert!(matched >= 1);
+    net.isolate(3);
+    for i in 0..10 {
+        net.propose(1, &format!("c{i}"));
+    }
+    net.deliver_all();
+    let snap = net.commit(1);
+    net.node_mut(1).storage_mut().compact(snap, ConfState::with_voters([1, 2, 3])).unwrap();
+    net.recover();
+    heartbeat_holding(&mut net, 1, |m| !is_snapshot(m));
+    assert_eq!(progress(&net, 1, 3).state, ProgressState::Snapshot { index: snap });
+    assert_eq!(net.queue.iter().filter(|m| is_snapshot(m)).count(), 1);
+    (net, snap, matched)
+}
+
+/// Thesis §5.4.2 (etcd's progress states): once the follower answers that
+/// it installed the snapshot, the leader replicates to it from just after
+/// the snapshot, whether or not the application has reported the transfer.
+#[test]
+fn the_followers_acceptance_of_the_snapshot_resumes_replication() {
+    let (mut net, snap) = follower_needing_a_snapshot();
+    net.deliver_all();
+    let p = progress(&net, 1, 3);
+    assert_eq!((p.state, p.matched, p.next), (ProgressState::Replicate, snap, snap + 1));
+    net.propose(1, "after");
+    net.deliver_all();
+    assert_eq!(net.log(3), net.log(1));
+    assert_eq!(net.applied_commands(3), ["after"]);
+}
+
+/// While a snapshot is on its way, an old acknowledgement from the follower
+/// (from before it needed the snapshot, arriving late) says nothing about
+/// it: the leader keeps waiting for the snapshot's outcome and sends
+/// nothing more, in particular not the same snapshot again.
+#[test]
+fn an_old_acknowledgement_does_not_interrupt_a_snapshot_transfer() {
+    let (mut net, snap, matched) = follower_with_a_match_needing_a_snapshot();
+    let mark = net.sent.len();
+    let term = net.term(1);
+    let late = AppendResponse::Accepted { index: matched };
+    net.step(Message { from: 3, to: 1, term, body: MessageBody::AppendResponse(late) });
+    assert_eq!(progress(&net, 1, 3).state, ProgressState::Snapshot { index: snap });
+    assert!(net.sent[mark..].iter().all(|m| m.to != 3), "sent to 3: {:?}", &net.sent[mark..]);
+}
+
+/// While a snapshot is on its way, heartbeats go on, and the follower's
+/// answers (it still lacks the entries) prompt nothing: one snapshot is in
+/// flight at a time.
+#[test]
+fn heartbeat_answers_during_a_snapshot_transfer_send_nothing_more() {
+    let (mut net, snap, _) = follower_with_a_match_needing_a_snapshot();
+    heartbeat_holding(&mut net, 1, |m| !is_snapshot(m));
+    assert!(net.delivered.iter().any(|m| m.from == 3 && is_heartbeat_resp(m)));
+    assert_eq!(net.queue.iter().filter(|m| is_snapshot(m)).count(), 1, "still one snapshot offered");
+    assert_eq!(progress(&net, 1, 3).state, ProgressState::Snapshot { index: snap });
+}
+
+/// The leader compacted further while its snapshot was on its way: the
+/// follower's acceptance of the older snapshot moves it on at once, and the
+/// leader offers the newer one (the entries between are gone).
+#[test]
+fn a_follower_that_installed_an_older_snapshot_is_offered_the_newer_one() {
+    let (mut net, snap, _) = follower_with_a_match_needing_a_snapshot();
+    let offer = net.queue.iter().position(is_snapshot).unwrap();
+    let offer = net.queue.remove(offer).unwrap();
+    net.step(offer);
+    assert_eq!(net.node(3).status().first_index, snap + 1, "3 installed the snapshot");
+    // 3's answer is held while 1 and 2 commit more and 1 compacts again.
+    for i in 0..5 {
+        net.propose(1, &format!("d{i}"));
+    }
+    net.deliver_while(|m| m.from != 3);
+    let snap2 = net.commit(1);
+    assert!(snap2 > snap);
+    net.node_mut(1).storage_mut().compact(snap2, ConfState::with_voters([1, 2, 3])).unwrap();
+    net.deliver_while(|m| !is_snapshot(m));
+    let offered: Vec<u64> = net
+        .queue
+        .iter()
+        .filter_map(|m| match &m.body {
+            MessageBody::Snapshot { meta } if m.to == 3 => Some(meta.index),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(offered, vec![snap2], "the newer snapshot offered once 3 answered");
+    assert_eq!(progress(&net, 1, 3).state, ProgressState::Snapshot { index: snap2 });
+    net.deliver_all();
+    assert_eq!(net.node(3).status().first_index, snap2 + 1);
+}
