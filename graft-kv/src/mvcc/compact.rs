@@ -21,6 +21,9 @@ use crate::error::StoreError;
 /// The most history rows one applied batch removes.
 pub const PURGE_BUDGET: usize = 512;
 
+/// The most history rows a batch that wrote nothing removes.
+pub const IDLE_PURGE_BUDGET: usize = 8192;
+
 /// Removes history below `meta.compacted`, doing at most about `budget`
 /// rows of work; returns how many rows it removed, and moves
 /// `meta.purged` up to the compaction point once nothing is left to do.

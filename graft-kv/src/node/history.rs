@@ -13,9 +13,13 @@ use crate::storage::StateMachine;
 use super::clock::now_ms;
 use super::{Node, NodeError};
 
-/// How often (in ticks) the leader considers compacting (and, while a
-/// compaction's purge is unfinished, writes an entry that moves it on).
-pub(super) const EVERY_TICKS: u64 = 100;
+/// How often (in ticks) the leader looks: while a compaction's purge is
+/// unfinished it writes an entry that moves it on; every
+/// [`COMPACT_EVERY_TICKS`] it considers compacting.
+pub(super) const EVERY_TICKS: u64 = 10;
+
+/// How often (in ticks) the leader considers a new compaction.
+const COMPACT_EVERY_TICKS: u64 = 100;
 
 impl Node {
     /// Proposes a compaction if the retention policy calls for one and none
@@ -37,6 +41,9 @@ impl Node {
             // Purging goes on with each applied batch; a quiet cluster
             // applies none, so give every member one.
             self.propose_clock();
+            return Ok(());
+        }
+        if self.ticks % COMPACT_EVERY_TICKS != 0 {
             return Ok(());
         }
         let revs = rtx.open_table(crate::mvcc::REVS).map_err(crate::error::StoreError::from)?;
