@@ -41,6 +41,12 @@
 //! that merely touch (one completes at the time the other is invoked) count
 //! as concurrent.
 //!
+//! # Multi-key transactions
+//!
+//! [`check_serial`] checks histories of multi-key transactions, where keys
+//! are not independent, against the order the store's revisions give
+//! (see the `serial` module's docs): linear time, exact for that order.
+//!
 //! # The algorithm
 //!
 //! The search is Wing & Gong's, with Lowe's memoization ("Testing for
@@ -116,7 +122,12 @@ mod limits;
 mod memo;
 mod minimize;
 mod search;
+mod serial;
 
 pub use check::{check, check_with, Usage, Verdict, Violation};
 pub use history::{Call, History, HistoryError, Key, Operation, Outcome, Value};
 pub use limits::{GiveUpReason, Limits};
+pub use serial::{
+    check_serial, CmpOp, Committed, Compare, Record, SerialCall, SerialOp, SerialOutcome, SerialReport, Step,
+    StepResult, Target,
+};

@@ -26,6 +26,8 @@ pub struct WatchOptions {
     /// Include each key's previous record.
     pub prev_kv: bool,
     /// Ask for a progress note after this many ms without events (0: none).
+    /// Notes may come more often: the client asks for them at least every
+    /// second, as a heartbeat, and resumes elsewhere after three missed.
     pub progress_ms: u32,
 }
 
@@ -74,6 +76,11 @@ impl Drop for Watcher {
         self.task.abort();
     }
 }
+
+/// The longest a watch stream goes without a word from its member: the
+/// client asks for progress notes at least this often (in ms) and resumes
+/// elsewhere after three missed.
+const HEARTBEAT_MS: u32 = 1000;
 
 /// Starts a watch over `endpoints` (tried in turn).
 pub fn start(endpoints: Vec<String>, opts: WatchOptions) -> Watcher {
@@ -138,13 +145,18 @@ async fn stream_from(
         Ok(c) => c,
         Err(e) => return End::Resume(e),
     };
+    // Progress notes double as a heartbeat: a stream silent for much
+    // longer than they come (a member paused, a connection gone without a
+    // word) is resumed elsewhere.
+    let heartbeat_ms = if opts.progress_ms == 0 { HEARTBEAT_MS } else { opts.progress_ms.min(HEARTBEAT_MS) };
+    let silence = Duration::from_millis(u64::from(heartbeat_ms) * 3) + Duration::from_secs(2);
     let req = ClientRequest {
         id: 1,
         request: Request::Watch {
             filter: opts.filter.clone(),
             start_revision: *next,
             prev_kv: opts.prev_kv,
-            progress_ms: opts.progress_ms,
+            progress_ms: heartbeat_ms,
         },
     };
     if let Err(e) = protocol::send(&mut conn, &req).await {
@@ -153,7 +165,10 @@ async fn stream_from(
     // Pieces of a revision too large for one answer.
     let mut pending: Vec<WatchEvent> = Vec::new();
     loop {
-        let frame = match conn.next().await {
+        let Ok(frame) = tokio::time::timeout(silence, conn.next()).await else {
+            return End::Resume(format!("nothing heard for {silence:?}"));
+        };
+        let frame = match frame {
             None => return End::Resume("connection closed".into()),
             Some(Err(e)) => return End::Resume(e.to_string()),
             Some(Ok(f)) => f,
@@ -195,6 +210,10 @@ async fn stream_from(
                     continue;
                 }
                 *next = revision + 1;
+                if opts.progress_ms == 0 {
+                    // Asked for as a heartbeat only.
+                    continue;
+                }
                 WatchItem::Progress(revision)
             }
             WatchResponse::Canceled { compacted: Some(oldest), .. } => {

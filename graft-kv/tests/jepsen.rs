@@ -6,6 +6,14 @@
 //! faults heal, every key is read, and graft-check decides whether the whole
 //! history is linearizable.
 //!
+//! Beside that workload, in every scenario (`util/coordination.rs`):
+//! multi-key transactions checked in the store's revision order
+//! (`graft_check::check_serial`), three watchers whose events must equal
+//! exactly the committed writes from their start revisions, and lock
+//! clients appending under a fenced lock, some stalling past their lease's
+//! TTL, whose shared list must show no two holders at once and nothing
+//! lost.
+//!
 //! The default tests run each scenario for about 25 s. The soak runs the
 //! mixed scenario as long as asked:
 //!
@@ -28,6 +36,7 @@ use std::time::{Duration, Instant};
 use graft_core::rng::Rng;
 use graft_kv::workload::{self, WorkloadOptions};
 use tokio_util::sync::CancellationToken;
+use util::coordination::Coordination;
 use util::proxy::{Faults, Proxies};
 use util::{signal, Cluster};
 
@@ -69,6 +78,16 @@ impl Harness {
     fn note(&mut self, kind: &'static str, what: String) {
         *self.faults.entry(kind).or_default() += 1;
         self.log.push(format!("{:>6.1}s {what}", self.started.elapsed().as_secs_f64()));
+    }
+
+    /// The addresses of the members running now.
+    fn live_endpoints(&self) -> Vec<String> {
+        self.cluster
+            .running()
+            .iter()
+            .filter_map(|id| self.cluster.members.iter().find(|m| m.id == *id))
+            .map(|m| m.addr.clone())
+            .collect()
     }
 
     fn alive(&self) -> Vec<u64> {
@@ -359,8 +378,11 @@ fn partition(
 /// Runs `nemesis` against a fresh proxied cluster for `secs` of workload,
 /// then heals, reads every key and checks the history.
 async fn jepsen(nemesis: Nemesis, seed: u64, secs: u64, members: u64) {
-    let (cluster, routes) =
-        Cluster::configure_proxied(members, "[log]\nmax_entries = 500\nretain_entries = 50\n");
+    let (cluster, routes) = Cluster::configure_proxied(
+        members,
+        // No automatic compaction: the watch checks replay from the start.
+        "[log]\nmax_entries = 500\nretain_entries = 50\n[history]\nkeep_revisions = 0\nkeep_seconds = 0\n",
+    );
     let proxies = Proxies::start(routes);
     let mut cluster = cluster;
     for id in 1..=members {
@@ -384,6 +406,9 @@ async fn jepsen(nemesis: Nemesis, seed: u64, secs: u64, members: u64) {
     if secs > 120 {
         opts.rotate_every = Some(Duration::from_secs(60));
     }
+    // Transactions, watchers and locks run beside the workload.
+    let coordination =
+        Coordination::start(endpoints.clone(), &opts.prefix, seed, Instant::now() + opts.duration).await;
     // The nemesis runs until the workload ends.
     let stop = CancellationToken::new();
     let nemesis_task = {
@@ -409,19 +434,13 @@ async fn jepsen(nemesis: Nemesis, seed: u64, secs: u64, members: u64) {
             let t = h.started.elapsed();
             h.log.push(format!("{t:>6.1?} healed; final reads"));
             // Read from the members there are now.
-            Some(
-                h.cluster
-                    .running()
-                    .iter()
-                    .filter_map(|id| h.cluster.members.iter().find(|m| m.id == *id))
-                    .map(|m| m.addr.clone())
-                    .collect(),
-            )
+            Some(h.live_endpoints())
         })
         .await
     };
     let h = harness.lock().await;
     let recorded_at = h.started.elapsed();
+    let coordination = coordination.finish(h.live_endpoints()).await;
     if std::env::var("GRAFT_JEPSEN_VERBOSE").is_ok() {
         println!("{}", h.log.join("\n"));
     }
@@ -449,6 +468,15 @@ async fn jepsen(nemesis: Nemesis, seed: u64, secs: u64, members: u64) {
             format_args!("GRAFT_JEPSEN_SEED={seed} cargo test -p graft-kv --test jepsen -- --nocapture"),
             h.cluster.logs()
         );
+    }
+    match coordination {
+        Ok(lines) => println!("{}", lines.join("\n")),
+        Err(e) => panic!(
+            "{nemesis:?} seed {seed}: {e}\nfaults:\n{}\nreplay the schedule: {}\n{}",
+            h.log.join("\n"),
+            format_args!("GRAFT_JEPSEN_SEED={seed} cargo test -p graft-kv --test jepsen -- --nocapture"),
+            h.cluster.logs()
+        ),
     }
     assert!(faults > 0, "the nemesis injected nothing");
     assert_eq!(recorded.final_reads_failed, 0, "every key is read once the faults heal");

@@ -104,3 +104,106 @@ fn removing_a_lease_returns_its_keys_and_forgets_them() {
     assert_eq!(describe(&t, 6).unwrap().map(|(_, k)| k), Some(vec![Bytes::from("c")]));
     assert_eq!(due(&t, u64::MAX, 10).unwrap(), [6]);
 }
+
+/// The lease table against a plain model, over seeded random runs of
+/// terms, clock steps, grants, keepalives, attachments and removals: after
+/// every step the expiry index gives exactly the model's due leases in
+/// deadline order (then id), every lease's record and keys match, and
+/// nothing stale lingers in the index (a phantom expiry) or is missing
+/// from it (a lease that never expires).
+#[test]
+fn expiry_order_matches_a_model_over_random_runs() {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use graft_core::rng::Rng;
+
+    let seeds: u64 = std::env::var("GRAFT_LEASE_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
+    for seed in 0..seeds {
+        let replay =
+            format!("seed {seed}: GRAFT_LEASE_SEEDS={} cargo test -p graft-kv --lib expiry_order", seed + 1);
+        let mut rng = Rng::new(seed);
+        let db = db();
+        let mut clock = write(&db, LeaseClock::default(), |w| w.on_command(1, 0).unwrap());
+        // The model: id -> (ttl, deadline, keys), and its own clock.
+        let mut model: BTreeMap<u64, (u64, u64, BTreeSet<Bytes>)> = BTreeMap::new();
+        let (mut term, mut ms) = (1u64, 0u64);
+        for step in 0..300 {
+            let choice = rng.range(0, 10);
+            clock = write(&db, clock, |w| match choice {
+                // A command of the current term, the clock moving on (or back).
+                0..=2 => {
+                    let t = if rng.chance(0.1) {
+                        ms.saturating_sub(rng.range(0, 500))
+                    } else {
+                        ms + rng.range(0, 2_000)
+                    };
+                    w.on_command(term, t).unwrap();
+                    ms = ms.max(t);
+                }
+                // A new term whose leader's clock is anywhere.
+                3 => {
+                    let t = rng.range(0, 1_000_000);
+                    w.on_command(term + 1, t).unwrap();
+                    for (_, deadline, _) in model.values_mut() {
+                        *deadline = t + deadline.saturating_sub(ms);
+                    }
+                    term += 1;
+                    ms = t;
+                }
+                4..=5 => {
+                    let id = rng.range(1, 20);
+                    let ttl = rng.range(1, 10_000);
+                    let fresh = !model.contains_key(&id);
+                    assert_eq!(w.grant(id, ttl).unwrap(), fresh, "{replay}");
+                    if fresh {
+                        model.insert(id, (ttl, ms + ttl, BTreeSet::new()));
+                    }
+                }
+                6 => {
+                    let id = rng.range(1, 20);
+                    let got = w.keep_alive(id).unwrap().map(|r| r.deadline_ms);
+                    let want = model.get_mut(&id).map(|(ttl, d, _)| {
+                        *d = ms + *ttl;
+                        *d
+                    });
+                    assert_eq!(got, want, "{replay}");
+                }
+                7..=8 => {
+                    if let Some(&id) = model.keys().nth(rng.range(0, model.len().max(1) as u64) as usize) {
+                        let key = Bytes::from(format!("k{}", rng.range(0, 5)));
+                        w.attach(id, &key).unwrap();
+                        model.get_mut(&id).map(|(_, _, keys)| keys.insert(key));
+                    }
+                }
+                _ => {
+                    let id = rng.range(1, 20);
+                    let got = w.remove(id).unwrap();
+                    let want = model.remove(&id).map(|(_, _, keys)| keys.into_iter().collect::<Vec<_>>());
+                    assert_eq!(got, want, "{replay}");
+                }
+            });
+            assert_eq!(clock.ms, ms, "{replay}, step {step}");
+            // Due leases at several instants, in deadline order.
+            for now in [ms, ms + 1_000, ms + 5_000, u64::MAX / 2] {
+                let mut want: Vec<(u64, u64)> = model
+                    .iter()
+                    .filter(|(_, (_, d, _))| *d <= now)
+                    .map(|(id, (_, d, _))| (*d, *id))
+                    .collect();
+                want.sort_unstable();
+                let want: Vec<u64> = want.into_iter().map(|(_, id)| id).collect();
+                assert_eq!(due_at(&db, now), want, "{replay}, step {step}, now {now}");
+            }
+            let rtx = db.begin_read().unwrap();
+            let table = rtx.open_table(LEASES).unwrap();
+            let listed: Vec<(u64, u64, u64)> =
+                list(&table).unwrap().into_iter().map(|(id, r)| (id, r.ttl_ms, r.deadline_ms)).collect();
+            let want: Vec<(u64, u64, u64)> = model.iter().map(|(id, (t, d, _))| (*id, *t, *d)).collect();
+            assert_eq!(listed, want, "{replay}, step {step}");
+            for (id, (_, _, keys)) in &model {
+                let (_, got) = describe(&table, *id).unwrap().unwrap();
+                assert_eq!(got, keys.iter().cloned().collect::<Vec<_>>(), "{replay}, step {step}");
+            }
+        }
+    }
+}

@@ -5,4 +5,8 @@
 
 pub use graft_testkit::*;
 
+pub mod coordination;
+pub mod locks;
 pub mod proxy;
+pub mod txn_workload;
+pub mod watchers;

@@ -174,7 +174,11 @@ async fn proxy_conn(
             }
             Ok::<_, std::io::Error>(())
         };
-        let _ = tokio::join!(up, down);
+        // Either side closing closes both, as a broken connection would.
+        tokio::select! {
+            _ = up => {}
+            _ = down => {}
+        }
         return Ok(());
     };
     // A peer or snapshot link: the hello's answer goes back, then frames
