@@ -105,7 +105,15 @@ struct Inner {
     /// the last failed attempt's time and error.
     connecting: Mutex<HashMap<String, Arc<ConnectGate>>>,
     rotate: AtomicUsize,
+    /// When the membership was last asked for ([`Client::learn_members`]):
+    /// at most once per [`LEARN_GAP`], however many watches and new
+    /// connections ask.
+    learnt: Mutex<Option<Instant>>,
 }
+
+/// The shortest time between two membership requests of one client, but
+/// for a new leader's, which is always asked.
+const LEARN_GAP: Duration = Duration::from_secs(1);
 
 /// Serializes connection attempts to one address; holds when the last one
 /// failed, and why.
@@ -178,6 +186,7 @@ impl Client {
                 conns: Mutex::new(HashMap::new()),
                 connecting: Mutex::new(HashMap::new()),
                 rotate: AtomicUsize::new(0),
+                learnt: Mutex::new(None),
             }),
         }
     }
@@ -313,8 +322,7 @@ impl Client {
     /// another member from the last revision delivered whenever the stream
     /// breaks. Needs a tokio runtime.
     pub fn watch(&self, opts: crate::watcher::WatchOptions) -> crate::watcher::Watcher {
-        let endpoints = self.inner.endpoints.lock().map(|e| e.clone()).unwrap_or_default();
-        crate::watcher::start(endpoints, opts)
+        crate::watcher::start(Arc::new(self.clone()), opts)
     }
 
     /// Sets `key` to `value` attached to lease `lease` (deleted with it);
@@ -515,16 +523,29 @@ impl Client {
         // gone (members come and go with membership changes).
         if let (true, Some(a)) = (changed, addr) {
             self.remember(std::slice::from_ref(&a));
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                let me = self.clone();
-                handle.spawn(async move {
-                    if let Ok(Ok(st)) = tokio::time::timeout(Duration::from_secs(2), me.status_of(&a)).await {
-                        let addrs: Vec<String> = st.members.into_iter().map(|m| m.addr).collect();
-                        me.remember(&addrs);
-                    }
-                });
-            }
+            self.learn_members(a, true);
         }
+    }
+
+    /// Learns the membership from the member at `addr`, in the background:
+    /// its members' addresses join the endpoints tried. Unless `always`,
+    /// skipped when the client asked less than [`LEARN_GAP`] ago.
+    fn learn_members(&self, addr: String, always: bool) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        if let Ok(mut last) = self.inner.learnt.lock() {
+            let now = Instant::now();
+            if !always && last.is_some_and(|t| now.duration_since(t) < LEARN_GAP) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let me = self.clone();
+        handle.spawn(async move {
+            if let Ok(Ok(st)) = tokio::time::timeout(Duration::from_secs(2), me.status_of(&addr)).await {
+                let addrs: Vec<String> = st.members.into_iter().map(|m| m.addr).collect();
+                me.remember(&addrs);
+            }
+        });
     }
 
     /// Adds addresses to the endpoints tried.
@@ -655,6 +676,10 @@ impl Client {
                 if let Ok(mut conns) = self.inner.conns.lock() {
                     conns.insert(addr.to_owned(), conn.clone());
                 }
+                // Each member connected to teaches the membership, so that
+                // the client still finds the cluster once the members it
+                // was given are gone.
+                self.learn_members(addr.to_owned(), false);
                 Ok(conn)
             }
             Err(e) => {
@@ -743,6 +768,18 @@ async fn conn_task(
                 }
             }
         }
+    }
+}
+
+/// A watch tries the client's endpoints as they are when it resumes, and
+/// teaches the client the membership of the member it streams from (at
+/// most once per [`LEARN_GAP`] for the whole client).
+impl crate::watcher::Members for Client {
+    fn current(&self) -> Vec<String> {
+        self.inner.endpoints.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+    fn learn_from(&self, addr: &str) {
+        self.learn_members(addr.to_string(), false);
     }
 }
 

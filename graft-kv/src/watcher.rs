@@ -4,6 +4,11 @@
 //! dies, the connection drops, or the member cancels the watch (too slow a
 //! consumer, a snapshot installed). Revisions are delivered whole and in
 //! order, so resuming from the next revision neither skips nor repeats one.
+//!
+//! The members to try come from [`Members`] (the client's endpoint list),
+//! read afresh at every resumption, and each member a watch connects to is
+//! asked for the membership (again every [`LEARN_EVERY`] on a long stream),
+//! so that a watch outlives the members it started with.
 
 use std::time::Duration;
 
@@ -82,10 +87,32 @@ impl Drop for Watcher {
 /// elsewhere after three missed.
 const HEARTBEAT_MS: u32 = 1000;
 
-/// Starts a watch over `endpoints` (tried in turn).
-pub fn start(endpoints: Vec<String>, opts: WatchOptions) -> Watcher {
+/// How often a stream asks its member for the membership: members may come
+/// and go while it streams, and when its member goes it must know where
+/// the others are.
+pub const LEARN_EVERY: Duration = Duration::from_secs(1);
+
+/// Where a watch finds members to stream from.
+pub trait Members: Send + Sync + 'static {
+    /// The addresses to try, in order.
+    fn current(&self) -> Vec<String>;
+    /// Learns the membership from the member at `addr`, in the background
+    /// (an implementation may skip asking if it asked recently).
+    fn learn_from(&self, addr: &str);
+}
+
+/// A fixed list of addresses that learns nothing.
+impl Members for Vec<String> {
+    fn current(&self) -> Vec<String> {
+        self.clone()
+    }
+    fn learn_from(&self, _addr: &str) {}
+}
+
+/// Starts a watch over the members `members` names (tried in turn).
+pub fn start(members: std::sync::Arc<dyn Members>, opts: WatchOptions) -> Watcher {
     let (tx, rx) = mpsc::channel(64);
-    let task = tokio::spawn(run(endpoints, opts, tx));
+    let task = tokio::spawn(run(members, opts, tx));
     Watcher { rx, task }
 }
 
@@ -99,19 +126,24 @@ enum End {
     Gone,
 }
 
-async fn run(endpoints: Vec<String>, opts: WatchOptions, tx: mpsc::Sender<Result<WatchItem, WatchError>>) {
+async fn run(
+    members: std::sync::Arc<dyn Members>,
+    opts: WatchOptions,
+    tx: mpsc::Sender<Result<WatchItem, WatchError>>,
+) {
     // The next revision to deliver; 0 until the first member says where
     // "now" is.
     let mut next = opts.start_revision;
     let mut turn = 0usize;
     let mut pause = Duration::from_millis(10);
     loop {
+        let endpoints = members.current();
         let Some(addr) = endpoints.get(turn % endpoints.len().max(1)).cloned() else {
             let _ = tx.send(Err(WatchError::Refused("no endpoints".into()))).await;
             return;
         };
         let before = next;
-        match stream_from(&addr, &opts, &mut next, &tx).await {
+        match stream_from(&addr, &opts, &mut next, &tx, members.as_ref()).await {
             End::Gone => return,
             End::Fatal(e) => {
                 let _ = tx.send(Err(e)).await;
@@ -140,11 +172,14 @@ async fn stream_from(
     opts: &WatchOptions,
     next: &mut u64,
     tx: &mpsc::Sender<Result<WatchItem, WatchError>>,
+    members: &dyn Members,
 ) -> End {
     let mut conn = match connect(addr).await {
         Ok(c) => c,
         Err(e) => return End::Resume(e),
     };
+    members.learn_from(addr);
+    let mut learnt = tokio::time::Instant::now();
     // Progress notes double as a heartbeat: a stream silent for much
     // longer than they come (a member paused, a connection gone without a
     // word) is resumed elsewhere.
@@ -165,6 +200,10 @@ async fn stream_from(
     // Pieces of a revision too large for one answer.
     let mut pending: Vec<WatchEvent> = Vec::new();
     loop {
+        if learnt.elapsed() >= LEARN_EVERY {
+            members.learn_from(addr);
+            learnt = tokio::time::Instant::now();
+        }
         let Ok(frame) = tokio::time::timeout(silence, conn.next()).await else {
             return End::Resume(format!("nothing heard for {silence:?}"));
         };

@@ -66,25 +66,38 @@ fn a_lock_list_with_two_holders_at_once_or_a_lost_append_is_refused() {
 #[test]
 fn a_watcher_with_a_gap_a_duplicate_a_reordering_or_a_phantom_is_refused() {
     let committed = history();
-    let log =
-        |start: u64, events: Vec<WatchEvent>| watchers::WatchLog { start, events, ..Default::default() };
-    assert!(watchers::check_log(&log(1, committed.clone()), &committed).is_ok());
-    assert!(watchers::check_log(&log(7, committed[2..].to_vec()), &committed).is_ok());
+    let end = committed.last().map_or(0, |e| e.revision);
+    let log = |start: u64, events: Vec<WatchEvent>| watchers::WatchLog {
+        start,
+        seen: events.last().map_or(0, |e| e.revision),
+        events,
+        error: None,
+    };
+    assert!(watchers::check_log(&log(1, committed.clone()), &committed, end).is_ok());
+    assert!(watchers::check_log(&log(7, committed[2..].to_vec()), &committed, end).is_ok());
     let mut gap = committed.clone();
     gap.remove(2);
-    assert!(watchers::check_log(&log(1, gap), &committed).is_err());
+    assert!(watchers::check_log(&log(1, gap), &committed, end).is_err());
     let mut dup = committed.clone();
     dup.insert(3, committed[2].clone());
-    assert!(watchers::check_log(&log(1, dup), &committed).is_err());
+    assert!(watchers::check_log(&log(1, dup), &committed, end).is_err());
     let mut reordered = committed.clone();
     reordered.swap(0, 1);
-    assert!(watchers::check_log(&log(1, reordered), &committed).is_err());
+    assert!(watchers::check_log(&log(1, reordered), &committed, end).is_err());
     let mut phantom = committed.clone();
     phantom.push(ev("z", 11, Some(kv("x", 11, 11, 1)), None));
-    assert!(watchers::check_log(&log(1, phantom), &committed).is_err());
+    assert!(watchers::check_log(&log(1, phantom), &committed, end).is_err());
     // Started late, missing the start: a gap too.
-    assert!(watchers::check_log(&log(5, committed[1..].to_vec()), &committed).is_err());
-    let ended =
-        watchers::WatchLog { start: 1, events: committed.clone(), seen: 9, error: Some("compacted".into()) };
-    assert!(watchers::check_log(&ended, &committed).is_err());
+    assert!(watchers::check_log(&log(5, committed[1..].to_vec()), &committed, end).is_err());
+    let ended = watchers::WatchLog {
+        start: 1,
+        events: committed.clone(),
+        seen: end,
+        error: Some("compacted".into()),
+    };
+    assert!(watchers::check_log(&ended, &committed, end).is_err());
+    // Every event so far, but stuck short of the healed cluster's revision.
+    let stuck = watchers::WatchLog { start: 1, events: committed[..3].to_vec(), seen: 4, error: None };
+    let err = watchers::check_log(&stuck, &committed[..3], end).unwrap_err();
+    assert!(err.contains("stuck"), "{err}");
 }

@@ -1,7 +1,8 @@
 //! Watches on real processes: replay from history then live with no gap,
 //! resumption on another member when the serving member dies, a consumer
 //! too slow to keep up (cancelled by the member, resumed by the client,
-//! nothing skipped), compaction, progress notes.
+//! nothing skipped), compaction, progress notes, a watch outliving every
+//! member it started with.
 
 mod util;
 
@@ -176,4 +177,54 @@ async fn a_watch_below_the_compaction_point_is_refused_and_quiet_watches_hear_pr
             other => panic!("expected progress past {elsewhere}, got {other:?}"),
         }
     }
+}
+
+/// Waits until the leader reports exactly these voters.
+async fn wait_voters(cluster: &Cluster, voters: &[u64]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = cluster.statuses().await;
+        if let Some(l) = st.iter().find(|s| s.role == "Leader") {
+            let mut v: Vec<u64> = l.members.iter().filter(|m| m.voter).map(|m| m.id).collect();
+            v.sort_unstable();
+            if v == voters {
+                return;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "voters never became {voters:?}\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_outlives_every_member_it_started_with() {
+    // The membership turns over completely under a watch that was given
+    // member 1 alone: it must learn the new members and resume on them.
+    let mut cluster = Cluster::start(3);
+    cluster.wait_leader(Duration::from_secs(20)).await;
+    let watcher_client =
+        Client::new(ClientOptions { endpoints: vec![cluster.addr(1)], timeout: Duration::from_secs(10) });
+    let client = cluster.client();
+    let first = client.put("turn/0", "0").await.expect("put");
+    let mut w = watcher_client.watch(opts(prefix("turn/"), first));
+    let mut writes = vec![(Bytes::from("turn/0"), first)];
+    for (new, through) in [(4, 2), (5, 3), (6, 2)] {
+        cluster.join_member(new, through, true);
+    }
+    wait_voters(&cluster, &[1, 2, 3, 4, 5, 6]).await;
+    for (step, old) in [1u64, 2, 3].into_iter().enumerate() {
+        let admin = Client::new(ClientOptions {
+            endpoints: (4..=6).map(|id| cluster.addr(id)).collect(),
+            timeout: Duration::from_secs(10),
+        });
+        admin.remove_member(old).await.expect("remove an original member");
+        cluster.kill(old);
+        for i in 0..20 {
+            let key = Bytes::from(format!("turn/{step}-{i}"));
+            writes.push((key.clone(), admin.put(key, "v").await.expect("put on the new members")));
+        }
+    }
+    let last = writes.last().map(|w| w.1).unwrap_or_default();
+    let got = collect_until(&mut w, last, Duration::from_secs(30)).await;
+    assert_eq!(ids(&got), writes, "every write, once, though every member it knew is gone");
 }

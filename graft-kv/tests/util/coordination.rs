@@ -102,7 +102,7 @@ impl Coordination {
             committed.len()
         )];
         watchers::wait_caught_up(&watchers, end, Duration::from_secs(30)).await;
-        lines.extend(watchers::check(&watchers, &committed)?);
+        lines.extend(watchers::check(&watchers, &committed, end)?);
         let list = client
             .get(format!("{}list", self.lock_prefix))
             .await

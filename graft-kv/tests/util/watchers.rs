@@ -146,33 +146,45 @@ pub fn check_committed(events: &[WatchEvent]) -> Result<(), String> {
 }
 
 /// Compares each watcher's events with the committed ones from its start
-/// revision; returns a line per watcher.
-pub fn check(watchers: &[Running], committed: &[WatchEvent]) -> Result<Vec<String>, String> {
+/// up to `end`; returns a line per watcher.
+pub fn check(watchers: &[Running], committed: &[WatchEvent], end: u64) -> Result<Vec<String>, String> {
     let mut lines = Vec::new();
     for (i, w) in watchers.iter().enumerate() {
         let log = w.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        lines.push(check_log(&log, committed).map_err(|e| format!("watcher {i}: {e}"))?);
+        lines.push(check_log(&log, committed, end).map_err(|e| format!("watcher {i}: {e}"))?);
     }
     Ok(lines)
 }
 
 /// One watcher's events must be exactly the committed ones from its start
-/// revision: no gap, no duplicate, no reordering, nothing uncommitted.
-pub fn check_log(log: &WatchLog, committed: &[WatchEvent]) -> Result<String, String> {
+/// revision: no gap, no duplicate, no reordering, nothing uncommitted; and
+/// it must have caught up with `end`, the revision of the healed cluster
+/// (a watcher stuck on members that are gone fails here).
+pub fn check_log(log: &WatchLog, committed: &[WatchEvent], end: u64) -> Result<String, String> {
     if let Some(e) = &log.error {
         return Err(format!("(from revision {}) ended: {e}", log.start));
+    }
+    if log.seen < end {
+        return Err(format!(
+            "(from revision {}) stuck: complete up to revision {} of {end} after the cluster healed \
+             ({} events received)",
+            log.start,
+            log.seen,
+            log.events.len()
+        ));
     }
     let want: Vec<&WatchEvent> = committed.iter().filter(|e| e.revision >= log.start).collect();
     let got: Vec<&WatchEvent> = log.events.iter().collect();
     if let Some(at) = (0..want.len().max(got.len())).find(|&j| want.get(j) != got.get(j)) {
         return Err(format!(
             "(from revision {}): event {at} is {:?}, the committed writes have {:?} \
-             ({} events received, {} committed)",
+             ({} events received, {} committed; it knew itself complete up to revision {})",
             log.start,
             got.get(at),
             want.get(at),
             got.len(),
-            want.len()
+            want.len(),
+            log.seen
         ));
     }
     Ok(format!("from revision {}, {} events, exact", log.start, got.len()))
