@@ -54,8 +54,11 @@ pub fn purge(
     for key in pending.drain(..) {
         removed += purge_key(history, &key, compacted)?;
     }
+    // Gather the keys of the oldest revisions (each usually has one row to
+    // remove), then purge them in key order: neighbouring keys share
+    // pages, so the removals touch each page once.
     for item in revs.range(..compacted)? {
-        if removed + done_revs.len() >= budget {
+        if removed + done_revs.len() + pending.len() >= budget {
             break;
         }
         let (rev, rec) = item?;
@@ -66,11 +69,10 @@ pub fn purge(
                 pending.push(key);
             }
         }
-        // Process the keys gathered so far (the range borrows `revs`
-        // immutably; `history` is free to change).
-        for key in pending.drain(..) {
-            removed += purge_key(history, &key, compacted)?;
-        }
+    }
+    pending.sort_unstable();
+    for key in pending.drain(..) {
+        removed += purge_key(history, &key, compacted)?;
     }
     for rev in &done_revs {
         revs.remove(rev)?;
@@ -87,19 +89,21 @@ fn purge_key(
     key: &[u8],
     compacted: u64,
 ) -> Result<usize, StoreError> {
-    let (keep_from, tombstone, mut doomed) = {
-        let last = history.range((key, 0u64)..=(key, compacted))?.next_back().transpose()?;
-        let Some((k, v)) = last else { return Ok(0) };
-        let keep_from = k.value().1;
-        let mut doomed: Vec<u64> = Vec::new();
-        for item in history.range((key, 0u64)..(key, keep_from))? {
-            let (k, _) = item?;
-            doomed.push(k.value().1);
+    // One pass over the key's rows up to the point: all but the last go,
+    // and the last too if it is a tombstone below the point.
+    let mut doomed: Vec<u64> = Vec::new();
+    let mut last: Option<(u64, bool)> = None;
+    for item in history.range((key, 0u64)..=(key, compacted))? {
+        let (k, v) = item?;
+        if let Some((rev, _)) = last {
+            doomed.push(rev);
         }
-        (keep_from, v.value().is_empty(), doomed)
-    };
-    if tombstone && keep_from < compacted {
-        doomed.push(keep_from);
+        last = Some((k.value().1, v.value().is_empty()));
+    }
+    if let Some((rev, true)) = last {
+        if rev < compacted {
+            doomed.push(rev);
+        }
     }
     for rev in &doomed {
         history.remove((key, *rev))?;
