@@ -427,6 +427,10 @@ fn txn_line(out: &mut Vec<u8>, op: &TxnOp, result: &TxnOpResult) {
         (_, TxnOpResult::DeletePrefix { deleted }) => {
             out.extend_from_slice(format!("deleted {}\n", plural(*deleted, "key")).as_bytes())
         }
+        (_, TxnOpResult::Range { kvs, .. }) => scan_lines(out, kvs),
+        (_, TxnOpResult::DeleteRange { previous }) => {
+            out.extend_from_slice(format!("deleted {}\n", plural(previous.len() as u64, "key")).as_bytes())
+        }
         // A result that does not match its operation cannot come from a
         // member; show it as it is.
         (_, other) => out.extend_from_slice(format!("{other:?}\n").as_bytes()),
@@ -475,6 +479,12 @@ fn txn_result_json(result: &TxnOpResult) -> Value {
             json!({"op": "delete", "deleted": previous.is_some(), "previous": opt(previous)})
         }
         TxnOpResult::DeletePrefix { deleted } => json!({"op": "delete prefix", "deleted": deleted}),
+        TxnOpResult::Range { kvs, count, more } => {
+            json!({"op": "range", "items": items_json(kvs), "count": count, "more": more})
+        }
+        TxnOpResult::DeleteRange { previous } => {
+            json!({"op": "delete range", "deleted": previous.len(), "previous": items_json(previous)})
+        }
     }
 }
 

@@ -255,6 +255,26 @@ impl Client {
         }
     }
 
+    /// Reads the keys of `range` (etcd's `Range`) as they stood at
+    /// `revision` (0: the latest): up to `limit` of them (0: all), how many
+    /// the range holds, and whether the limit left some out.
+    pub async fn range(
+        &self,
+        range: crate::protocol::KeyRange,
+        limit: u32,
+        consistency: Consistency,
+        revision: u64,
+        count_only: bool,
+    ) -> Result<crate::mvcc::read::RangeRead, ClientError> {
+        let req = Request::Range { range, limit, consistency, revision, count_only };
+        match self.call(req).await? {
+            Response::Range { kvs, count, more, revision } => {
+                Ok(crate::mvcc::read::RangeRead { kvs, count, more, revision })
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Sets `key` to `value`; returns the write's revision.
     pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<u64, ClientError> {
         let (key, value) = (key.into(), value.into());
@@ -344,9 +364,15 @@ impl Client {
     /// Grants a lease of `ttl` (at least 1 ms, at most a day); returns its id.
     pub async fn lease_grant(&self, ttl: Duration) -> Result<u64, ClientError> {
         let ttl_ms = ttl.as_millis().min(u128::from(u64::MAX)) as u64;
-        crate::protocol::check_lease_grant(ttl_ms, 0).map_err(ClientError::Api)?;
-        match self.write(|session| Request::LeaseGrant { ttl_ms, id: 0, session }).await? {
-            Response::LeaseGranted { id, .. } => Ok(id),
+        Ok(self.lease_grant_id(ttl_ms, 0).await?.0)
+    }
+
+    /// Grants a lease of `ttl_ms` with the id `id` (below 2^62; 0: the
+    /// cluster picks one); returns its id, its TTL in ms and the revision.
+    pub async fn lease_grant_id(&self, ttl_ms: u64, id: u64) -> Result<(u64, u64, u64), ClientError> {
+        crate::protocol::check_lease_grant(ttl_ms, id).map_err(ClientError::Api)?;
+        match self.write(|session| Request::LeaseGrant { ttl_ms, id, session }).await? {
+            Response::LeaseGranted { id, ttl_ms, revision } => Ok((id, ttl_ms, revision)),
             other => Err(unexpected(other)),
         }
     }
@@ -527,38 +553,6 @@ impl Client {
         }
     }
 
-    /// Learns the membership from the member at `addr`, in the background:
-    /// its members' addresses join the endpoints tried. Unless `always`,
-    /// skipped when the client asked less than [`LEARN_GAP`] ago.
-    fn learn_members(&self, addr: String, always: bool) {
-        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
-        if let Ok(mut last) = self.inner.learnt.lock() {
-            let now = Instant::now();
-            if !always && last.is_some_and(|t| now.duration_since(t) < LEARN_GAP) {
-                return;
-            }
-            *last = Some(now);
-        }
-        let me = self.clone();
-        handle.spawn(async move {
-            if let Ok(Ok(st)) = tokio::time::timeout(Duration::from_secs(2), me.status_of(&addr)).await {
-                let addrs: Vec<String> = st.members.into_iter().map(|m| m.addr).collect();
-                me.remember(&addrs);
-            }
-        });
-    }
-
-    /// Adds addresses to the endpoints tried.
-    fn remember(&self, addrs: &[String]) {
-        if let Ok(mut eps) = self.inner.endpoints.lock() {
-            for a in addrs {
-                if !a.is_empty() && !eps.contains(a) {
-                    eps.push(a.clone());
-                }
-            }
-        }
-    }
-
     /// Sends `req` to the cluster, following hints and retrying until the
     /// overall timeout.
     pub async fn call(&self, req: Request) -> Result<Response, ClientError> {
@@ -568,6 +562,7 @@ impl Client {
             req,
             Request::Get { consistency: Consistency::Stale, .. }
                 | Request::Scan { consistency: Consistency::Stale, .. }
+                | Request::Range { consistency: Consistency::Stale, .. }
         );
         let write = req.is_write();
         let mut tried: Vec<String> = Vec::new();
@@ -771,83 +766,6 @@ async fn conn_task(
     }
 }
 
-/// A watch tries the client's endpoints as they are when it resumes, and
-/// teaches the client the membership of the member it streams from (at
-/// most once per [`LEARN_GAP`] for the whole client).
-impl crate::watcher::Members for Client {
-    fn current(&self) -> Vec<String> {
-        self.inner.endpoints.lock().map(|e| e.clone()).unwrap_or_default()
-    }
-    fn learn_from(&self, addr: &str) {
-        self.learn_members(addr.to_string(), false);
-    }
-}
-
+mod learn;
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::AtomicUsize;
-
-    /// A fake member that welcomes every connection, counts them, and never
-    /// answers a request.
-    async fn silent_member() -> (String, Arc<AtomicUsize>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut conn = protocol::framed(stream);
-                    let _: Option<Hello> = protocol::recv(&mut conn).await.ok().flatten();
-                    let welcome = HelloReply::Welcome { member: 1, cluster: "c".into() };
-                    let _ = protocol::send(&mut conn, &welcome).await;
-                    // Hold the connection open, answering nothing.
-                    while let Some(Ok(_)) = conn.next().await {}
-                });
-            }
-        });
-        (addr, accepted)
-    }
-
-    #[tokio::test]
-    async fn concurrent_requests_share_one_connection_attempt() {
-        let (addr, accepted) = silent_member().await;
-        let client =
-            Client::new(ClientOptions { endpoints: vec![addr], timeout: Duration::from_millis(300) });
-        let requests: Vec<_> = (0..64)
-            .map(|i| {
-                let c = client.clone();
-                tokio::spawn(async move { c.get(format!("k{i}")).await })
-            })
-            .collect();
-        for r in requests {
-            assert!(r.await.unwrap().is_err(), "the fake member never answers");
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1, "64 concurrent requests, one connection");
-    }
-
-    #[tokio::test]
-    async fn requests_waiting_on_a_failed_connect_fail_with_it() {
-        // A port with nothing listening: every connect is refused at once.
-        let addr = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().to_string()
-        };
-        let client =
-            Client::new(ClientOptions { endpoints: vec![addr.clone()], timeout: Duration::from_millis(200) });
-        let requests: Vec<_> = (0..16)
-            .map(|i| {
-                let c = client.clone();
-                tokio::spawn(async move { c.get(format!("k{i}")).await })
-            })
-            .collect();
-        for r in requests {
-            match r.await.unwrap() {
-                Err(ClientError::Unavailable { tried, .. }) => assert_eq!(tried, vec![addr.clone()]),
-                other => panic!("expected unavailable, got {other:?}"),
-            }
-        }
-    }
-}
+mod tests;

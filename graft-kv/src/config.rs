@@ -153,6 +153,36 @@ pub struct ClusterConfig {
     pub history: HistoryLimits,
     /// The initial members.
     pub members: Vec<MemberConfig>,
+    /// etcd's v3 API: where each member serves it (off unless named).
+    #[serde(default)]
+    pub etcd: EtcdConfig,
+}
+
+/// The `[etcd]` section: each member's etcd API address.
+///
+/// ```toml
+/// [etcd.members]
+/// 1 = "127.0.0.1:2379"
+/// 2 = "127.0.0.1:2380"
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdConfig {
+    /// Member id -> the `host:port` it serves etcd's API on.
+    pub members: std::collections::BTreeMap<String, String>,
+}
+
+impl EtcdConfig {
+    /// The etcd API address of member `id`, if it has one.
+    pub fn addr_of(&self, id: NodeId) -> Option<&str> {
+        self.members.get(&id.to_string()).map(String::as_str)
+    }
+
+    /// Every member's etcd API address, by id (ids that are not numbers
+    /// are refused by [`ClusterConfig::validate`]).
+    pub fn by_id(&self) -> std::collections::BTreeMap<NodeId, String> {
+        self.members.iter().filter_map(|(id, a)| Some((id.parse().ok()?, a.clone()))).collect()
+    }
 }
 
 fn default_cluster_id() -> String {
@@ -161,9 +191,14 @@ fn default_cluster_id() -> String {
 
 impl Default for ClusterConfig {
     /// The built-in default: five members, ids 1 to 5, on 127.0.0.1 ports
-    /// 15000 to 15004, as the original project had.
+    /// 15000 to 15004, as the original project had, serving etcd's API on
+    /// 127.0.0.1:2379 to 2383 (so that `etcdctl` with no flags reaches
+    /// member 1).
     fn default() -> ClusterConfig {
-        ClusterConfig::local(DEFAULT_MEMBERS, DEFAULT_BASE_PORT)
+        let mut cfg = ClusterConfig::local(DEFAULT_MEMBERS, DEFAULT_BASE_PORT);
+        cfg.etcd.members =
+            (1..=DEFAULT_MEMBERS).map(|id| (id.to_string(), format!("127.0.0.1:{}", 2378 + id))).collect();
+        cfg
     }
 }
 
@@ -182,6 +217,7 @@ impl ClusterConfig {
                     listen: None,
                 })
                 .collect(),
+            etcd: EtcdConfig::default(),
         }
     }
 
@@ -215,6 +251,14 @@ impl ClusterConfig {
         }
         if self.members.is_empty() {
             return Err(ConfigError::Invalid("the cluster has no members".into()));
+        }
+        for (id, a) in &self.etcd.members {
+            if id.parse::<NodeId>().is_err() {
+                return Err(ConfigError::Invalid(format!("[etcd.members]: {id:?} is not a member id")));
+            }
+            if !a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) {
+                return Err(ConfigError::Invalid(format!("[etcd.members]: address {a:?} is not host:port")));
+            }
         }
         let mut ids = BTreeSet::new();
         let mut addrs = BTreeSet::new();

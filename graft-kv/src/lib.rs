@@ -38,6 +38,7 @@ pub mod command;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod etcd;
 pub mod keepalive;
 pub mod lease;
 pub mod lock;

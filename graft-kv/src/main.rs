@@ -138,6 +138,11 @@ struct MemberArgs {
     /// With --join: stay a learner (receive the log, never vote).
     #[arg(long, requires = "join")]
     learner: bool,
+    /// Serve etcd's v3 API (gRPC) on host:port. Default: the cluster
+    /// file's [etcd.members] address for this member (127.0.0.1:2378+ID in
+    /// the built-in cluster), or none.
+    #[arg(long)]
+    etcd_listen: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -190,7 +195,7 @@ async fn member(args: MemberArgs, demo: bool) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let opts = MemberOptions { id: args.id, cluster, data_dir, demo, join };
+    let opts = MemberOptions { id: args.id, cluster, data_dir, demo, join, etcd_listen: args.etcd_listen };
     match run_member(opts, shutdown).await {
         Ok(()) => Ok(()),
         Err(e @ ServeError::Config(_)) => Err(anyhow::Error::new(e)),
@@ -240,6 +245,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 listen: None,
                 advertise: None,
                 learner: false,
+                etcd_listen: None,
             };
             member(args, true).await
         }

@@ -89,6 +89,9 @@ pub struct MemberOptions {
     /// Join a running cluster instead of starting from the cluster file's
     /// members.
     pub join: Option<Join>,
+    /// Serve etcd's v3 API here (default: the cluster file's `[etcd]`
+    /// address for this member, if any).
+    pub etcd_listen: Option<String>,
 }
 
 /// How a new member joins a running cluster.
@@ -216,6 +219,7 @@ pub async fn run_member(mut opts: MemberOptions, shutdown: CancellationToken) ->
         addrs.iter().filter(|(id, _)| *id != opts.id).map(|(_, a)| a.to_owned()).collect();
     let node = Node::new(raw, store.sm, store.log_db, transport, node_opts, addrs);
 
+    start_etcd(&opts, &listen, &known, &shutdown).await?;
     let accept = tokio::spawn(accept_loop(listener, ctx, shutdown.clone()));
     let joining = opts.join.clone().map(|join| {
         let (id, shutdown) = (opts.id, shutdown.clone());
@@ -248,6 +252,35 @@ pub async fn run_member(mut opts: MemberOptions, shutdown: CancellationToken) ->
         }
     }
     result.map_err(ServeError::from)
+}
+
+/// Binds and starts etcd's API for this member, if it serves it.
+async fn start_etcd(
+    opts: &MemberOptions,
+    listen: &str,
+    known: &[String],
+    shutdown: &CancellationToken,
+) -> Result<(), ServeError> {
+    let Some(addr) =
+        opts.etcd_listen.clone().or_else(|| opts.cluster.etcd.addr_of(opts.id).map(str::to_owned))
+    else {
+        return Ok(());
+    };
+    let listener = bind(&addr).await.map_err(|cause| ServeError::Bind { addr: addr.clone(), cause })?;
+    // The frontend reaches this member where it listens.
+    let local = listen.replace("0.0.0.0", "127.0.0.1");
+    let mut frontend = crate::etcd::Frontend::new(&opts.cluster.cluster_id, opts.id, local, known.to_vec());
+    frontend.etcd_addrs = opts.cluster.etcd.by_id();
+    frontend.etcd_addrs.insert(opts.id, addr.clone());
+    frontend.db_files = vec![opts.data_dir.join(storage::DB_FILE), opts.data_dir.join(storage::STATE_FILE)];
+    info!("member {} serves etcd's v3 API on {addr}", opts.id);
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::etcd::serve(listener, frontend, stop).await {
+            tracing::error!("etcd API on {addr}: {e}");
+        }
+    });
+    Ok(())
 }
 
 /// Learns the addresses in the membership entries of `log` after `applied`

@@ -7,9 +7,11 @@
 //!
 //! The members to try come from [`Members`] (the client's endpoint list),
 //! read afresh at every resumption, and each member a watch connects to is
-//! asked for the membership (again every [`LEARN_EVERY`] on a long stream),
+//! asked for the membership (then every [`LEARN_EVERY`] while it streams,
+//! apart from the stream so that a slow consumer does not hold it back),
 //! so that a watch outlives the members it started with.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -66,6 +68,10 @@ pub enum WatchError {
 pub struct Watcher {
     rx: mpsc::Receiver<Result<WatchItem, WatchError>>,
     task: tokio::task::JoinHandle<()>,
+    /// Asks the member streamed from for the membership every
+    /// [`LEARN_EVERY`], apart from the stream: a consumer that reads
+    /// slowly holds the stream back, not the learning.
+    learner: tokio::task::JoinHandle<()>,
 }
 
 impl Watcher {
@@ -79,6 +85,7 @@ impl Watcher {
 impl Drop for Watcher {
     fn drop(&mut self) {
         self.task.abort();
+        self.learner.abort();
     }
 }
 
@@ -110,11 +117,27 @@ impl Members for Vec<String> {
 }
 
 /// Starts a watch over the members `members` names (tried in turn).
-pub fn start(members: std::sync::Arc<dyn Members>, opts: WatchOptions) -> Watcher {
+pub fn start(members: Arc<dyn Members>, opts: WatchOptions) -> Watcher {
     let (tx, rx) = mpsc::channel(64);
-    let task = tokio::spawn(run(members, opts, tx));
-    Watcher { rx, task }
+    let streaming_from: Streaming = Arc::default();
+    let learner = {
+        let (members, from) = (members.clone(), streaming_from.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEARN_EVERY).await;
+                let addr = from.lock().ok().and_then(|a| a.clone());
+                if let Some(a) = addr {
+                    members.learn_from(&a);
+                }
+            }
+        })
+    };
+    let task = tokio::spawn(run(members, opts, tx, streaming_from));
+    Watcher { rx, task, learner }
 }
+
+/// The address a watch streams from now, if any.
+type Streaming = Arc<std::sync::Mutex<Option<String>>>;
 
 /// How one connection's stream ended.
 enum End {
@@ -127,9 +150,10 @@ enum End {
 }
 
 async fn run(
-    members: std::sync::Arc<dyn Members>,
+    members: Arc<dyn Members>,
     opts: WatchOptions,
     tx: mpsc::Sender<Result<WatchItem, WatchError>>,
+    streaming_from: Streaming,
 ) {
     // The next revision to deliver; 0 until the first member says where
     // "now" is.
@@ -143,7 +167,7 @@ async fn run(
             return;
         };
         let before = next;
-        match stream_from(&addr, &opts, &mut next, &tx, members.as_ref()).await {
+        match stream_from(&addr, &opts, &mut next, &tx, members.as_ref(), &streaming_from).await {
             End::Gone => return,
             End::Fatal(e) => {
                 let _ = tx.send(Err(e)).await;
@@ -173,13 +197,16 @@ async fn stream_from(
     next: &mut u64,
     tx: &mpsc::Sender<Result<WatchItem, WatchError>>,
     members: &dyn Members,
+    streaming_from: &Streaming,
 ) -> End {
     let mut conn = match connect(addr).await {
         Ok(c) => c,
         Err(e) => return End::Resume(e),
     };
     members.learn_from(addr);
-    let mut learnt = tokio::time::Instant::now();
+    if let Ok(mut a) = streaming_from.lock() {
+        *a = Some(addr.to_string());
+    }
     // Progress notes double as a heartbeat: a stream silent for much
     // longer than they come (a member paused, a connection gone without a
     // word) is resumed elsewhere.
@@ -200,10 +227,6 @@ async fn stream_from(
     // Pieces of a revision too large for one answer.
     let mut pending: Vec<WatchEvent> = Vec::new();
     loop {
-        if learnt.elapsed() >= LEARN_EVERY {
-            members.learn_from(addr);
-            learnt = tokio::time::Instant::now();
-        }
         let Ok(frame) = tokio::time::timeout(silence, conn.next()).await else {
             return End::Resume(format!("nothing heard for {silence:?}"));
         };

@@ -199,7 +199,9 @@ async fn wait_voters(cluster: &Cluster, voters: &[u64]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_outlives_every_member_it_started_with() {
     // The membership turns over completely under a watch that was given
-    // member 1 alone: it must learn the new members and resume on them.
+    // member 1 alone: it must learn the new members and resume on them,
+    // though nobody reads its events until the end (the learning does not
+    // wait for the consumer).
     let mut cluster = Cluster::start(3);
     cluster.wait_leader(Duration::from_secs(20)).await;
     let watcher_client =
@@ -212,6 +214,18 @@ async fn a_watch_outlives_every_member_it_started_with() {
         cluster.join_member(new, through, true);
     }
     wait_voters(&cluster, &[1, 2, 3, 4, 5, 6]).await;
+    // The watch asks its member for the membership about once a second,
+    // though nobody reads its events: it learns the new members.
+    let new: Vec<String> = (4..=6).map(|id| cluster.addr(id)).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let known = graft_kv::watcher::Members::current(&watcher_client);
+        if new.iter().all(|a| known.contains(a)) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the watch never learnt {new:?}; it knows {known:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for (step, old) in [1u64, 2, 3].into_iter().enumerate() {
         let admin = Client::new(ClientOptions {
             endpoints: (4..=6).map(|id| cluster.addr(id)).collect(),

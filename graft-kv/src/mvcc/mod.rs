@@ -43,7 +43,7 @@ use bytes::Bytes;
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::error::StoreError;
-use crate::protocol::{KeyValue, WatchEvent};
+use crate::protocol::{KeyRange, KeyValue, WatchEvent};
 
 pub use record::{
     decode_record, encode_record, MvccMeta, RevRecord, CURRENT, CURRENT_STAGING, HISTORY, HISTORY_STAGING,
@@ -133,9 +133,20 @@ impl<'t> Writer<'t> {
         Ok(prev)
     }
 
+    /// The live keys of `range`, as this revision's earlier writes left them.
+    pub fn range(&self, range: &KeyRange, opts: read::RangeOpts) -> Result<read::RangeRead, StoreError> {
+        read::range_current(&self.current, range, opts)
+    }
+
     /// Removes every live key starting with `prefix`; returns their records.
     pub fn delete_prefix(&mut self, prefix: &[u8]) -> Result<Vec<(Bytes, KeyValue)>, StoreError> {
-        let doomed = self.scan(prefix, usize::MAX)?;
+        self.delete_range(&KeyRange::prefix(Bytes::copy_from_slice(prefix)))
+    }
+
+    /// Removes every live key of `range`; returns their records.
+    pub fn delete_range(&mut self, range: &KeyRange) -> Result<Vec<(Bytes, KeyValue)>, StoreError> {
+        let all = read::RangeOpts { limit: 0, count_all: true, count_only: false };
+        let doomed = self.range(range, all)?.kvs;
         for (key, _) in &doomed {
             self.delete(key)?;
         }

@@ -7,7 +7,33 @@ use redb::{ReadTransaction, ReadableTable};
 
 use super::record::{decode_history, decode_record, MvccMeta, CURRENT, HISTORY};
 use crate::error::StoreError;
-use crate::protocol::{ApiError, KeyValue};
+use crate::protocol::{ApiError, KeyRange, KeyValue};
+
+/// A range read's keys (up to its limit), how many the range holds, and
+/// whether the limit left some out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeRead {
+    /// Up to the limit, in key order (none if only counted).
+    pub kvs: Vec<(Bytes, KeyValue)>,
+    /// The keys in the range: all of them with `count_all`, otherwise
+    /// those up to the limit.
+    pub count: u64,
+    /// Whether keys beyond the limit exist.
+    pub more: bool,
+    /// The revision of the state read (set by the node, 0 inside the store).
+    pub revision: u64,
+}
+
+/// How a range read goes.
+#[derive(Clone, Copy, Debug)]
+pub struct RangeOpts {
+    /// At most this many keys returned (0: all).
+    pub limit: usize,
+    /// Count every key of the range, past the limit.
+    pub count_all: bool,
+    /// Return no keys, only the count.
+    pub count_only: bool,
+}
 
 /// A consistent view of the store in one read transaction.
 pub struct View<'a> {
@@ -81,15 +107,86 @@ impl<'a> View<'a> {
     /// Up to `limit` keys starting with `prefix` as they stood at revision
     /// `at` (0: now), in key order.
     pub fn scan(&self, prefix: &[u8], limit: usize, at: u64) -> ReadResult<Vec<(Bytes, KeyValue)>> {
+        if limit == 0 {
+            return Ok(self.resolve(at).map(|_| Vec::new()));
+        }
+        let range = KeyRange::prefix(Bytes::copy_from_slice(prefix));
+        let opts = RangeOpts { limit, count_all: false, count_only: false };
+        Ok(self.range(&range, opts, at)?.map(|r| r.kvs))
+    }
+
+    /// The keys of `range` as they stood at revision `at` (0: now).
+    pub fn range(&self, range: &KeyRange, opts: RangeOpts, at: u64) -> ReadResult<RangeRead> {
         let past = match self.resolve(at) {
             Ok(p) => p,
             Err(e) => return Ok(Err(e)),
         };
         Ok(Ok(match past {
-            None => scan_current(&self.rtx.open_table(CURRENT)?, prefix, limit)?,
-            Some(at) => scan_history(&self.rtx.open_table(HISTORY)?, prefix, limit, at)?,
+            None => range_current(&self.rtx.open_table(CURRENT)?, range, opts)?,
+            Some(at) => range_history(&self.rtx.open_table(HISTORY)?, range, opts, at)?,
         }))
     }
+}
+
+/// Collects a range read's keys in key order, against its options.
+struct Collector {
+    opts: RangeOpts,
+    read: RangeRead,
+}
+
+impl Collector {
+    fn new(opts: RangeOpts) -> Collector {
+        Collector { opts, read: RangeRead::default() }
+    }
+
+    /// Whether the read is over: the limit reached and a key beyond it
+    /// seen (so `more` is known), unless every key is to be counted.
+    fn done(&self) -> bool {
+        !self.opts.count_all && self.opts.limit != 0 && self.read.more
+    }
+
+    /// Takes the next live key; `decode` yields its record when kept.
+    fn push(
+        &mut self,
+        key: &[u8],
+        decode: impl FnOnce() -> Result<KeyValue, StoreError>,
+    ) -> Result<(), StoreError> {
+        let within = self.opts.limit == 0 || (self.read.count as usize) < self.opts.limit;
+        if within {
+            if !self.opts.count_only {
+                self.read.kvs.push((Bytes::copy_from_slice(key), decode()?));
+            }
+        } else {
+            self.read.more = true;
+        }
+        if within || self.opts.count_all {
+            self.read.count += 1;
+        }
+        Ok(())
+    }
+}
+
+/// The live keys of `range`, in key order.
+pub(super) fn range_current<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    t: &T,
+    range: &KeyRange,
+    opts: RangeOpts,
+) -> Result<RangeRead, StoreError> {
+    let mut c = Collector::new(opts);
+    for item in t.range::<&[u8]>(range.scan_start()..)? {
+        if c.done() {
+            break;
+        }
+        let (k, v) = item?;
+        let key = k.value();
+        if range.is_past(key) {
+            break;
+        }
+        if range.contains(key) {
+            c.push(key, || decode_record(v.value()))?;
+        }
+    }
+    Ok(c.read)
 }
 
 /// Up to `limit` live keys starting with `prefix`, in key order.
@@ -98,51 +195,46 @@ pub(super) fn scan_current<T: ReadableTable<&'static [u8], &'static [u8]>>(
     prefix: &[u8],
     limit: usize,
 ) -> Result<Vec<(Bytes, KeyValue)>, StoreError> {
-    let mut out = Vec::new();
-    for item in t.range::<&[u8]>(prefix..)? {
-        if out.len() >= limit {
-            break;
-        }
-        let (k, v) = item?;
-        if !k.value().starts_with(prefix) {
-            break;
-        }
-        out.push((Bytes::copy_from_slice(k.value()), decode_record(v.value())?));
+    if limit == 0 {
+        return Ok(Vec::new());
     }
-    Ok(out)
+    let range = KeyRange::prefix(Bytes::copy_from_slice(prefix));
+    Ok(range_current(t, &range, RangeOpts { limit, count_all: false, count_only: false })?.kvs)
 }
 
-/// Up to `limit` keys starting with `prefix` as they stood at `at`: for
-/// each key, its last history row at or below `at`, if that is not a
-/// tombstone.
-fn scan_history<T: ReadableTable<(&'static [u8], u64), &'static [u8]>>(
+/// The keys of `range` as they stood at `at`: for each key, its last
+/// history row at or below `at`, if that is not a tombstone.
+fn range_history<T: ReadableTable<(&'static [u8], u64), &'static [u8]>>(
     t: &T,
-    prefix: &[u8],
-    limit: usize,
+    range: &KeyRange,
+    opts: RangeOpts,
     at: u64,
-) -> Result<Vec<(Bytes, KeyValue)>, StoreError> {
-    let mut out = Vec::new();
+) -> Result<RangeRead, StoreError> {
+    let mut c = Collector::new(opts);
     // The key being read and its last row at or below `at`.
     let mut cur: Option<(Vec<u8>, Option<Vec<u8>>)> = None;
-    let flush = |cur: Option<(Vec<u8>, Option<Vec<u8>>)>, out: &mut Vec<(Bytes, KeyValue)>| {
+    let flush = |cur: Option<(Vec<u8>, Option<Vec<u8>>)>, c: &mut Collector| {
         if let Some((k, Some(row))) = cur {
             if let Some(kv) = decode_history(&row)? {
-                out.push((Bytes::from(k), kv));
+                c.push(&k, || Ok(kv))?;
             }
         }
         Ok::<(), StoreError>(())
     };
-    for item in t.range((prefix, 0u64)..)? {
-        if out.len() >= limit {
+    for item in t.range((range.scan_start(), 0u64)..)? {
+        if c.done() {
             break;
         }
         let (k, v) = item?;
         let (key, rev) = k.value();
-        if !key.starts_with(prefix) {
+        if range.is_past(key) {
             break;
         }
-        if cur.as_ref().is_none_or(|(c, _)| c.as_slice() != key) {
-            flush(cur.take(), &mut out)?;
+        if !range.contains(key) {
+            continue;
+        }
+        if cur.as_ref().is_none_or(|(k, _)| k.as_slice() != key) {
+            flush(cur.take(), &mut c)?;
             cur = Some((key.to_vec(), None));
         }
         if rev <= at {
@@ -151,8 +243,8 @@ fn scan_history<T: ReadableTable<(&'static [u8], u64), &'static [u8]>>(
             }
         }
     }
-    if out.len() < limit {
-        flush(cur, &mut out)?;
+    if !c.done() {
+        flush(cur, &mut c)?;
     }
-    Ok(out)
+    Ok(c.read)
 }

@@ -8,6 +8,7 @@ use tracing::error;
 use crate::command::{Command, WriteOp};
 use crate::error::StoreError;
 use crate::mailbox::Responder;
+use crate::mvcc::read::RangeOpts;
 use crate::protocol::{ApiError, Consistency, LeaderHint, MemberInfo, MemberStatus, Request, Response};
 use crate::storage::StateMachine;
 
@@ -44,12 +45,14 @@ impl Node {
                 self.propose_member_change(req, responder)
             }
             Request::Get { consistency: Consistency::Stale, .. }
-            | Request::Scan { consistency: Consistency::Stale, .. } => {
+            | Request::Scan { consistency: Consistency::Stale, .. }
+            | Request::Range { consistency: Consistency::Stale, .. } => {
                 let result = self.serve_reads_now(vec![(req, responder)]);
                 result.map_err(NodeError::from)
             }
             Request::Get { .. }
             | Request::Scan { .. }
+            | Request::Range { .. }
             | Request::LeaseTimeToLive { .. }
             | Request::LeaseList => {
                 let ctx = self.next_ctx;
@@ -153,6 +156,18 @@ impl Node {
                 Request::Scan { prefix, limit, revision: at, .. } => view
                     .scan(prefix, *limit as usize, *at)
                     .map(|r| r.map(|kvs| Response::Scan { kvs, revision: at_or(*at, revision) })),
+                Request::Range { range, limit, revision: at, count_only, .. } => {
+                    let opts = RangeOpts { limit: *limit as usize, count_all: true, count_only: *count_only };
+                    view.range(range, opts, *at).map(|r| {
+                        r.map(|r| Response::Range {
+                            kvs: r.kvs,
+                            count: r.count,
+                            more: r.more,
+                            // As etcd: the store's revision, whatever was read.
+                            revision,
+                        })
+                    })
+                }
                 Request::LeaseTimeToLive { id } => super::leases::describe(&rtx, *id, lease_now),
                 Request::LeaseList => super::leases::list(&rtx, lease_now),
                 _ => Ok(Ok(Response::Done)),

@@ -20,10 +20,12 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use crate::error::ProtocolError;
 
 mod kv;
+mod range;
 mod txn;
 mod watch;
 
 pub use kv::{ApiError, KeyValue, LeaderHint, MAX_KEY, MAX_VALUE};
+pub use range::{prefix_end, KeyRange};
 pub use txn::{
     check_key, check_value, Compare, CompareOp, CompareTarget, Txn, TxnOp, TxnOpResult, TxnResponse,
     MAX_TXN_OPS,
@@ -377,6 +379,19 @@ pub enum Request {
         /// Its id.
         id: NodeId,
     },
+    /// Reads the keys of a range (etcd's `Range`), in key order.
+    Range {
+        /// Which keys.
+        range: KeyRange,
+        /// At most this many (0: all).
+        limit: u32,
+        /// How fresh.
+        consistency: Consistency,
+        /// Read the keys as they stood at this revision (0: the latest).
+        revision: u64,
+        /// Count the keys only; return none.
+        count_only: bool,
+    },
 }
 
 impl Request {
@@ -401,6 +416,7 @@ impl Request {
         match self {
             Request::Get { key, .. } | Request::Delete { key, .. } => check_key(key),
             Request::Scan { prefix, .. } | Request::DeletePrefix { prefix, .. } => check_key(prefix),
+            Request::Range { range, .. } => range.check(),
             Request::Put { key, value, .. } => check_key(key).and_then(|()| check_value(value)),
             Request::Cas { key, value, expect, .. } => {
                 check_key(key)?;
@@ -526,6 +542,18 @@ pub enum Response {
     Metrics(Metrics),
     /// Done.
     Done,
+    /// The keys of a range.
+    Range {
+        /// Up to the limit, in key order (none if only counted).
+        kvs: Vec<(Bytes, KeyValue)>,
+        /// How many keys the range holds, the limit aside.
+        count: u64,
+        /// Whether the limit left some out.
+        more: bool,
+        /// The store's revision when read (as etcd's header: the latest,
+        /// even for a read at a past revision).
+        revision: u64,
+    },
 }
 
 /// A lease, as `LeaseTimeToLive` and `LeaseList` describe it.

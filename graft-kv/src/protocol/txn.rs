@@ -7,6 +7,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::kv::{ApiError, KeyValue, MAX_KEY, MAX_VALUE};
+use super::range::KeyRange;
 
 /// The most compares, and the most operations in each branch, of one
 /// transaction (etcd's default `--max-txn-ops`).
@@ -95,6 +96,18 @@ pub enum TxnOp {
         /// The prefix (empty: every key).
         prefix: Bytes,
     },
+    /// Reads up to `limit` keys of a range (0: all), in key order.
+    Range {
+        /// Which keys.
+        range: KeyRange,
+        /// At most this many (0: all).
+        limit: u32,
+    },
+    /// Removes every key of a range.
+    DeleteRange {
+        /// Which keys.
+        range: KeyRange,
+    },
 }
 
 /// What one operation did.
@@ -118,6 +131,20 @@ pub enum TxnOpResult {
     DeletePrefix {
         /// The count.
         deleted: u64,
+    },
+    /// The keys of a range.
+    Range {
+        /// Up to the limit, in key order.
+        kvs: Vec<(Bytes, KeyValue)>,
+        /// How many keys the range holds, the limit aside.
+        count: u64,
+        /// Whether the limit left some out.
+        more: bool,
+    },
+    /// The records a range delete removed, in key order.
+    DeleteRange {
+        /// Each removed key with its last record.
+        previous: Vec<(Bytes, KeyValue)>,
     },
 }
 
@@ -156,7 +183,10 @@ impl Compare {
 impl TxnOp {
     /// Whether it writes.
     pub fn is_write(&self) -> bool {
-        matches!(self, TxnOp::Put { .. } | TxnOp::Delete { .. } | TxnOp::DeletePrefix { .. })
+        matches!(
+            self,
+            TxnOp::Put { .. } | TxnOp::Delete { .. } | TxnOp::DeletePrefix { .. } | TxnOp::DeleteRange { .. }
+        )
     }
 }
 
@@ -193,7 +223,8 @@ impl Txn {
         }
         for branch in [&self.success, &self.failure] {
             let mut keys: BTreeSet<&[u8]> = BTreeSet::new();
-            let mut prefixes: Vec<&[u8]> = Vec::new();
+            // The ranges it deletes (prefixes included).
+            let mut ranges: Vec<KeyRange> = Vec::new();
             for op in branch.iter() {
                 match op {
                     TxnOp::Get { key } => check_key(key)?,
@@ -213,19 +244,24 @@ impl Txn {
                     }
                     TxnOp::DeletePrefix { prefix } => {
                         check_key(prefix)?;
-                        prefixes.push(prefix);
+                        ranges.push(KeyRange::prefix(prefix.clone()));
+                    }
+                    TxnOp::Range { range, .. } => range.check()?,
+                    TxnOp::DeleteRange { range } => {
+                        range.check()?;
+                        ranges.push(range.clone());
                     }
                 }
             }
-            for (i, p) in prefixes.iter().enumerate() {
-                let overlaps_key = keys.iter().find(|k| k.starts_with(p));
+            for (i, r) in ranges.iter().enumerate() {
+                let overlaps_key = keys.iter().find(|k| r.contains(k));
                 if let Some(k) = overlaps_key {
                     return Err(duplicate(k));
                 }
-                if prefixes[i + 1..].iter().any(|q| q.starts_with(p) || p.starts_with(q)) {
+                if ranges[i + 1..].iter().any(|q| q.overlaps(r)) {
                     return Err(ApiError::Invalid(format!(
-                        "transaction deletes overlapping prefixes ({:?})",
-                        String::from_utf8_lossy(p)
+                        "transaction deletes overlapping ranges (one from {:?})",
+                        String::from_utf8_lossy(&r.start)
                     )));
                 }
             }
@@ -304,7 +340,7 @@ mod tests {
             success: vec![TxnOp::DeletePrefix { prefix: b("a") }, TxnOp::DeletePrefix { prefix: b("a/") }],
             ..Txn::default()
         };
-        assert!(err(nested).contains("overlapping prefixes"));
+        assert!(err(nested).contains("overlapping ranges"));
         let big = Txn { success: (0..=MAX_TXN_OPS).map(|i| put(&i.to_string())).collect(), ..Txn::default() };
         assert!(err(big).contains("over the limit of 128"));
         let huge_key =

@@ -7,9 +7,10 @@ use bytes::Bytes;
 use crate::command::WriteOp;
 use crate::error::StoreError;
 use crate::lease::LeaseWriter;
+use crate::mvcc::read::RangeOpts;
 use crate::mvcc::{MvccMeta, Writer};
 use crate::protocol::{
-    ApiError, Expect, KeyValue, Response, Txn, TxnOp, TxnOpResult, TxnResponse, LEASE_AUTO_IDS,
+    ApiError, Expect, KeyRange, KeyValue, Response, Txn, TxnOp, TxnOpResult, TxnResponse, LEASE_AUTO_IDS,
 };
 
 /// An answer for the client, or the database failing.
@@ -48,13 +49,20 @@ impl Tables<'_, '_> {
     }
 
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<u64, StoreError> {
-        let gone = self.kv.delete_prefix(prefix)?;
+        let range = KeyRange::prefix(Bytes::copy_from_slice(prefix));
+        Ok(self.delete_range(&range)?.len() as u64)
+    }
+
+    /// Removes every key of `range`, and their lease attachments; returns
+    /// their last records.
+    fn delete_range(&mut self, range: &KeyRange) -> Result<Vec<(Bytes, KeyValue)>, StoreError> {
+        let gone = self.kv.delete_range(range)?;
         for (key, kv) in &gone {
             if kv.lease != 0 {
                 self.leases.detach(kv.lease, key)?;
             }
         }
-        Ok(gone.len() as u64)
+        Ok(gone)
     }
 
     /// Removes lease `id` and deletes its keys; how many, or `None` if
@@ -178,6 +186,12 @@ fn run_txn(t: &mut Tables<'_, '_>, txn: &Txn) -> Result<Result<TxnResponse, ApiE
             TxnOp::Put { key, value, lease } => TxnOpResult::Put { previous: t.put(key, value, *lease)? },
             TxnOp::Delete { key } => TxnOpResult::Delete { previous: t.delete(key)? },
             TxnOp::DeletePrefix { prefix } => TxnOpResult::DeletePrefix { deleted: t.delete_prefix(prefix)? },
+            TxnOp::Range { range, limit } => {
+                let opts = RangeOpts { limit: *limit as usize, count_all: true, count_only: false };
+                let r = t.kv.range(range, opts)?;
+                TxnOpResult::Range { kvs: r.kvs, count: r.count, more: r.more }
+            }
+            TxnOp::DeleteRange { range } => TxnOpResult::DeleteRange { previous: t.delete_range(range)? },
         });
     }
     Ok(Ok(TxnResponse { succeeded, results, revision: t.kv.revision() }))
