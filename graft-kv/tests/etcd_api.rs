@@ -14,16 +14,8 @@ use etcd_client::{
 };
 use util::Cluster;
 
-/// A 3-member cluster serving etcd's API; returns it and each member's
-/// etcd address.
 fn etcd_cluster() -> (Cluster, Vec<String>) {
-    let ports = util::free_ports(3);
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let mut extra = String::from("[etcd.members]\n");
-    for (i, a) in addrs.iter().enumerate() {
-        extra.push_str(&format!("{} = \"{a}\"\n", i + 1));
-    }
-    (Cluster::start_with(3, &extra), addrs)
+    util::etcd::etcd_cluster(3)
 }
 
 async fn connect(addr: &str) -> Client {

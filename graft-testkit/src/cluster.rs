@@ -10,11 +10,26 @@ use graft_kv::{Client, ClientOptions};
 
 use crate::bin::graft_kv_bin;
 
-/// `n` distinct free TCP ports on 127.0.0.1.
+/// `n` distinct free TCP ports on 127.0.0.1, none handed out before by this
+/// process: tests running in parallel threads each get their own (a port
+/// freed by one test and handed to another while the first still means to
+/// bind it made members fail to start).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> =
-        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port")).collect();
-    listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut listeners = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = l.local_addr().expect("local addr").port();
+        if given.insert(port) {
+            ports.push(port);
+        }
+        // Held until all are chosen, so the kernel does not repeat one.
+        listeners.push(l);
+    }
+    ports
 }
 
 /// One member process.

@@ -6,6 +6,7 @@
 pub use graft_testkit::*;
 
 pub mod coordination;
+pub mod etcd;
 pub mod locks;
 pub mod proxy;
 pub mod txn_workload;
