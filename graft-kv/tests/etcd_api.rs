@@ -244,3 +244,87 @@ async fn members_and_status() {
     }
     assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumes_on_another_member_and_a_lease_outlives_a_leader_kill() {
+    let (mut cluster, addrs) = etcd_cluster();
+    let leader = cluster.wait_leader(Duration::from_secs(20)).await;
+    // The watch is served by a follower, which is then killed; the client
+    // resumes on another member from the revision after its last event.
+    let served_by = if leader == 1 { 2 } else { 1 };
+    let other = (1..=3).find(|&id| id != leader && id != served_by).unwrap_or(leader);
+    let mut writer = connect(&addrs[leader as usize - 1]).await;
+    let mut watcher = connect(&addrs[served_by as usize - 1]).await;
+    let start = writer.put("r/0", "0", None).await.unwrap().header().unwrap().revision();
+    let mut stream = watcher
+        .watch("r/", Some(WatchOptions::new().with_prefix().with_start_revision(start)))
+        .await
+        .unwrap();
+    let mut written = vec![start];
+    for i in 1..50 {
+        written.push(
+            writer
+                .put(format!("r/{}", i % 7), format!("{i}"), None)
+                .await
+                .unwrap()
+                .header()
+                .unwrap()
+                .revision(),
+        );
+    }
+    let mut seen: Vec<i64> = Vec::new();
+    while seen.len() < 20 {
+        let resp = stream.message().await.expect("stream").expect("message");
+        seen.extend(resp.events().iter().filter_map(|e| e.kv().map(|kv| kv.mod_revision())));
+    }
+    cluster.kill(served_by);
+    // Drain what the dead member's stream still delivers, then resume.
+    while let Ok(Some(resp)) = stream.message().await {
+        seen.extend(resp.events().iter().filter_map(|e| e.kv().map(|kv| kv.mod_revision())));
+    }
+    let next = seen.last().copied().unwrap_or(start) + 1;
+    for i in 50..80 {
+        written.push(
+            writer
+                .put(format!("r/{}", i % 7), format!("{i}"), None)
+                .await
+                .unwrap()
+                .header()
+                .unwrap()
+                .revision(),
+        );
+    }
+    let mut resumed = connect(&addrs[other as usize - 1]).await;
+    let mut stream =
+        resumed.watch("r/", Some(WatchOptions::new().with_prefix().with_start_revision(next))).await.unwrap();
+    let last = *written.last().unwrap();
+    while seen.last().is_none_or(|&r| r < last) {
+        let resp = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("events in time")
+            .expect("stream")
+            .expect("message");
+        seen.extend(resp.events().iter().filter_map(|e| e.kv().map(|kv| kv.mod_revision())));
+    }
+    assert_eq!(seen, written, "every write once, in order, across the serving member's death");
+
+    // A lease kept alive through a member that survives, across a kill of
+    // the leader: still alive afterwards, with its key.
+    let survivor = other;
+    let mut c = connect(&addrs[survivor as usize - 1]).await;
+    let id = c.lease_grant(10, None).await.unwrap().id();
+    c.put("held", "1", Some(PutOptions::new().with_lease(id))).await.unwrap();
+    let (mut keeper, mut ka) = c.lease_keep_alive(id).await.unwrap();
+    cluster.start_member(served_by);
+    cluster.kill(leader);
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Keepalives fail during the election and succeed after it.
+        if keeper.keep_alive().await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), ka.message()).await;
+        }
+    }
+    let ttl = c.lease_time_to_live(id, None).await.expect("time to live after the failover");
+    assert!(ttl.ttl() > 0, "the lease survived 12 s of a 10 s TTL by its keepalives: {}", ttl.ttl());
+    assert_eq!(c.get("held", None).await.unwrap().count(), 1, "its key too");
+}
