@@ -66,7 +66,7 @@ impl Code {
                         ApiError::Internal(_) => Code::Failure,
                         // The lease is gone (expired or revoked): like a
                         // missing key.
-                        ApiError::LeaseNotFound { .. } => Code::NoMatch,
+                        ApiError::LeaseNotFound { .. } | ApiError::KeyNotFound { .. } => Code::NoMatch,
                     },
                 };
             }

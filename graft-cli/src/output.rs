@@ -485,6 +485,11 @@ fn txn_result_json(result: &TxnOpResult) -> Value {
         TxnOpResult::DeleteRange { previous } => {
             json!({"op": "delete range", "deleted": previous.len(), "previous": items_json(previous)})
         }
+        TxnOpResult::Txn(r) => json!({
+            "op": "txn",
+            "succeeded": r.succeeded,
+            "results": r.results.iter().map(txn_result_json).collect::<Vec<_>>(),
+        }),
     }
 }
 

@@ -328,3 +328,51 @@ async fn a_watch_resumes_on_another_member_and_a_lease_outlives_a_leader_kill() 
     assert!(ttl.ttl() > 0, "the lease survived 12 s of a 10 s TTL by its keepalives: {}", ttl.ttl());
     assert_eq!(c.get("held", None).await.unwrap().count(), 1, "its key too");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_transactions_and_puts_keeping_the_value_or_lease() {
+    let (cluster, addrs) = etcd_cluster();
+    cluster.wait_leader(Duration::from_secs(20)).await;
+    let mut c = connect(&addrs[0]).await;
+    c.put("n/a", "1", None).await.unwrap();
+    // The nested compare sees the outer branch's earlier write.
+    let inner = Txn::new()
+        .when([Compare::value("n/b", CompareOp::Equal, "2")])
+        .and_then([TxnOp::put("n/c", "saw b", None)])
+        .or_else([TxnOp::put("n/c", "missed b", None)]);
+    let outer = Txn::new()
+        .when([Compare::value("n/a", CompareOp::Equal, "1")])
+        .and_then([TxnOp::put("n/b", "2", None), TxnOp::txn(inner)]);
+    let t = c.txn(outer).await.expect("nested txn");
+    assert!(t.succeeded());
+    match &t.op_responses()[1] {
+        TxnOpResponse::Txn(inner) => assert!(inner.succeeded(), "the nested compare saw n/b"),
+        other => panic!("a nested transaction's answer, not {other:?}"),
+    }
+    assert_eq!(c.get("n/c", None).await.unwrap().kvs()[0].value(), b"saw b");
+    // A nested transaction writing a key its outer branch writes is refused.
+    let clash = Txn::new().and_then([
+        TxnOp::put("n/d", "1", None),
+        TxnOp::txn(Txn::new().and_then([TxnOp::put("n/d", "2", None)])),
+    ]);
+    let err = c.txn(clash).await.unwrap_err();
+    assert!(err.to_string().contains("duplicate key"), "{err}");
+
+    // ignore_value keeps the value and takes the new lease; ignore_lease
+    // keeps the lease and takes the new value.
+    let lease = c.lease_grant(60, None).await.unwrap().id();
+    c.put("n/a", "", Some(PutOptions::new().with_ignore_value().with_lease(lease)))
+        .await
+        .expect("ignore_value");
+    let kv = c.get("n/a", None).await.unwrap().kvs()[0].clone();
+    assert_eq!((kv.value(), kv.lease()), (&b"1"[..], lease));
+    c.put("n/a", "3", Some(PutOptions::new().with_ignore_lease())).await.expect("ignore_lease");
+    let kv = c.get("n/a", None).await.unwrap().kvs()[0].clone();
+    assert_eq!((kv.value(), kv.lease()), (&b"3"[..], lease));
+    // Both refuse a key that does not exist, and contradictory options.
+    let err = c.put("n/none", "", Some(PutOptions::new().with_ignore_value())).await.unwrap_err();
+    assert!(err.to_string().contains("key not found"), "{err}");
+    let err = c.put("n/a", "x", Some(PutOptions::new().with_ignore_value())).await.unwrap_err();
+    assert!(err.to_string().contains("value is provided"), "{err}");
+    assert_eq!(c.get("n/none", None).await.unwrap().count(), 0, "nothing written");
+}

@@ -95,6 +95,7 @@ pub fn api_status(e: ApiError) -> Status {
         }
         ApiError::Invalid(m) => Status::invalid_argument(format!("etcdserver: {m}")),
         ApiError::Internal(m) => Status::internal(format!("etcdserver: {m}")),
+        ApiError::KeyNotFound { .. } => Status::invalid_argument("etcdserver: key not found"),
     }
 }
 

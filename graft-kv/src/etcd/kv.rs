@@ -95,17 +95,37 @@ fn range_response(
     }
 }
 
-/// Refuses the put options graft does not support yet.
-fn check_put(p: &pb::PutRequest) -> Result<(), Status> {
+/// A put as graft's operation: a plain put, or one keeping the current
+/// value or lease (etcd's `ignore_value`, `ignore_lease`).
+fn put_op(p: &pb::PutRequest) -> Result<TxnOp, Status> {
     if p.key.is_empty() {
         return Err(key_not_provided());
     }
-    if p.ignore_value || p.ignore_lease {
-        return Err(Status::invalid_argument(
-            "etcdserver: graft does not support ignore_value or ignore_lease yet",
-        ));
+    if p.ignore_value && !p.value.is_empty() {
+        return Err(Status::invalid_argument("etcdserver: value is provided"));
     }
-    Ok(())
+    if p.ignore_lease && p.lease != 0 {
+        return Err(Status::invalid_argument("etcdserver: lease is provided"));
+    }
+    let key = Bytes::copy_from_slice(&p.key);
+    let lease = convert::unrev(p.lease);
+    if !p.ignore_value && !p.ignore_lease {
+        return Ok(TxnOp::Put { key, value: Bytes::copy_from_slice(&p.value), lease });
+    }
+    Ok(TxnOp::PutKeeping {
+        key,
+        value: (!p.ignore_value).then(|| Bytes::copy_from_slice(&p.value)),
+        lease: (!p.ignore_lease).then_some(lease),
+    })
+}
+
+/// An etcd transaction as graft's (nested ones included).
+fn txn(t: &pb::TxnRequest) -> Result<Txn, Status> {
+    Ok(Txn {
+        compare: t.compare.iter().map(compare).collect::<Result<_, _>>()?,
+        success: t.success.iter().map(op).collect::<Result<_, _>>()?,
+        failure: t.failure.iter().map(op).collect::<Result<_, _>>()?,
+    })
 }
 
 /// One etcd compare as graft's.
@@ -158,18 +178,9 @@ fn op(o: &pb::RequestOp) -> Result<TxnOp, Status> {
             }
             Ok(TxnOp::Range { range: key_range(&r.key, &r.range_end)?, limit: read_limit(r) })
         }
-        Some(R::RequestPut(p)) => {
-            check_put(p)?;
-            Ok(TxnOp::Put {
-                key: Bytes::copy_from_slice(&p.key),
-                value: Bytes::copy_from_slice(&p.value),
-                lease: convert::unrev(p.lease),
-            })
-        }
+        Some(R::RequestPut(p)) => put_op(p),
         Some(R::RequestDeleteRange(d)) => Ok(TxnOp::DeleteRange { range: key_range(&d.key, &d.range_end)? }),
-        Some(R::RequestTxn(_)) => {
-            Err(Status::invalid_argument("etcdserver: graft does not support nested transactions yet"))
-        }
+        Some(R::RequestTxn(t)) => Ok(TxnOp::Txn(txn(t)?)),
         None => Err(Status::invalid_argument("etcdserver: an empty operation in a transaction")),
     }
 }
@@ -193,10 +204,20 @@ fn op_response(f: &Frontend, req: &pb::RequestOp, result: TxnOpResult, revision:
         (Some(R::RequestDeleteRange(d)), TxnOpResult::DeleteRange { previous }) => {
             S::ResponseDeleteRange(delete_response(f, d, previous, revision))
         }
+        (Some(R::RequestTxn(t)), TxnOpResult::Txn(r)) => S::ResponseTxn(txn_response(f, t, r)),
         // The results follow the operations one for one.
         _ => S::ResponsePut(pb::PutResponse { header: f.header(revision), prev_kv: None }),
     };
     pb::ResponseOp { response: Some(response) }
+}
+
+/// A graft transaction's outcome as etcd's, shaped by the etcd request.
+fn txn_response(f: &Frontend, t: &pb::TxnRequest, resp: crate::protocol::TxnResponse) -> pb::TxnResponse {
+    let ops = if resp.succeeded { &t.success } else { &t.failure };
+    let revision = resp.revision;
+    let responses =
+        ops.iter().zip(resp.results).map(|(req, result)| op_response(f, req, result, revision)).collect();
+    pb::TxnResponse { header: f.header(revision), succeeded: resp.succeeded, responses }
 }
 
 fn delete_response(
@@ -238,21 +259,19 @@ impl pb::kv_server::Kv for KvService {
 
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         let p = request.into_inner();
-        check_put(&p)?;
-        let (key, value) = (Bytes::from(p.key), Bytes::from(p.value));
-        let lease = convert::unrev(p.lease);
-        if !p.prev_kv {
-            let revision = self.0.cluster.put_with_lease(key, value, lease).await.map_err(status)?;
+        let op = put_op(&p)?;
+        if let (TxnOp::Put { key, value, lease }, false) = (&op, p.prev_kv) {
+            let revision =
+                self.0.cluster.put_with_lease(key.clone(), value.clone(), *lease).await.map_err(status)?;
             return Ok(Response::new(pb::PutResponse { header: self.0.header(revision), prev_kv: None }));
         }
-        let txn = Txn {
-            compare: vec![],
-            success: vec![TxnOp::Put { key: key.clone(), value, lease }],
-            failure: vec![],
-        };
+        let key = Bytes::copy_from_slice(&p.key);
+        let txn = Txn { compare: vec![], success: vec![op], failure: vec![] };
         let resp = self.0.cluster.txn(txn).await.map_err(status)?;
         let prev_kv = match resp.results.into_iter().next() {
-            Some(TxnOpResult::Put { previous }) => previous.map(|kv| convert::kv(&key, &kv, false)),
+            Some(TxnOpResult::Put { previous }) if p.prev_kv => {
+                previous.map(|kv| convert::kv(&key, &kv, false))
+            }
             _ => None,
         };
         Ok(Response::new(pb::PutResponse { header: self.0.header(resp.revision), prev_kv }))
@@ -275,30 +294,17 @@ impl pb::kv_server::Kv for KvService {
 
     async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
         let t = request.into_inner();
-        let txn = Txn {
-            compare: t.compare.iter().map(compare).collect::<Result<_, _>>()?,
-            success: t.success.iter().map(op).collect::<Result<_, _>>()?,
-            failure: t.failure.iter().map(op).collect::<Result<_, _>>()?,
-        };
-        let resp = if txn.compare.is_empty() && txn.success.is_empty() && txn.failure.is_empty() {
-            // etcd answers an empty transaction as succeeded, at the current revision.
-            let read = self.0.cluster.range(KeyRange::key("\0"), 1, Consistency::Linearizable, 0, true);
-            let revision = read.await.map_err(status)?.revision;
-            crate::protocol::TxnResponse { succeeded: true, results: vec![], revision }
-        } else {
-            self.0.cluster.txn(txn).await.map_err(status)?
-        };
-        let ops = if resp.succeeded { &t.success } else { &t.failure };
-        let responses = ops
-            .iter()
-            .zip(resp.results)
-            .map(|(req, result)| op_response(&self.0, req, result, resp.revision))
-            .collect();
-        Ok(Response::new(pb::TxnResponse {
-            header: self.0.header(resp.revision),
-            succeeded: resp.succeeded,
-            responses,
-        }))
+        let graft_txn = txn(&t)?;
+        let resp =
+            if graft_txn.compare.is_empty() && graft_txn.success.is_empty() && graft_txn.failure.is_empty() {
+                // etcd answers an empty transaction as succeeded, at the current revision.
+                let read = self.0.cluster.range(KeyRange::key("\0"), 1, Consistency::Linearizable, 0, true);
+                let revision = read.await.map_err(status)?.revision;
+                crate::protocol::TxnResponse { succeeded: true, results: vec![], revision }
+            } else {
+                self.0.cluster.txn(graft_txn).await.map_err(status)?
+            };
+        Ok(Response::new(txn_response(&self.0, &t, resp)))
     }
 
     async fn compact(

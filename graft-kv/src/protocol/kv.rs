@@ -96,4 +96,10 @@ pub enum ApiError {
         /// The member's current revision.
         current: u64,
     },
+    /// A put keeping the value or lease of a key that does not exist.
+    #[error("key {} not found", String::from_utf8_lossy(.key))]
+    KeyNotFound {
+        /// The key.
+        key: Bytes,
+    },
 }

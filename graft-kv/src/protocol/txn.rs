@@ -108,6 +108,20 @@ pub enum TxnOp {
         /// Which keys.
         range: KeyRange,
     },
+    /// Sets a key keeping its current value (`value: None`, etcd's
+    /// `ignore_value`) or its current lease (`lease: None`, etcd's
+    /// `ignore_lease`); the key must exist if either is kept.
+    PutKeeping {
+        /// The key.
+        key: Bytes,
+        /// The new value, or `None` to keep the current one.
+        value: Option<Bytes>,
+        /// The new lease (0: none), or `None` to keep the current one.
+        lease: Option<u64>,
+    },
+    /// A transaction nested in this branch: its compares see the branch's
+    /// earlier writes (etcd's `request_txn`).
+    Txn(Txn),
 }
 
 /// What one operation did.
@@ -146,6 +160,8 @@ pub enum TxnOpResult {
         /// Each removed key with its last record.
         previous: Vec<(Bytes, KeyValue)>,
     },
+    /// A nested transaction's outcome.
+    Txn(TxnResponse),
 }
 
 /// A transaction's outcome.
@@ -183,10 +199,17 @@ impl Compare {
 impl TxnOp {
     /// Whether it writes.
     pub fn is_write(&self) -> bool {
-        matches!(
-            self,
-            TxnOp::Put { .. } | TxnOp::Delete { .. } | TxnOp::DeletePrefix { .. } | TxnOp::DeleteRange { .. }
-        )
+        match self {
+            TxnOp::Txn(t) => t.writes(),
+            op => matches!(
+                op,
+                TxnOp::Put { .. }
+                    | TxnOp::Delete { .. }
+                    | TxnOp::DeletePrefix { .. }
+                    | TxnOp::DeleteRange { .. }
+                    | TxnOp::PutKeeping { .. }
+            ),
+        }
     }
 }
 
@@ -222,52 +245,85 @@ impl Txn {
             }
         }
         for branch in [&self.success, &self.failure] {
-            let mut keys: BTreeSet<&[u8]> = BTreeSet::new();
-            // The ranges it deletes (prefixes included).
-            let mut ranges: Vec<KeyRange> = Vec::new();
-            for op in branch.iter() {
-                match op {
-                    TxnOp::Get { key } => check_key(key)?,
-                    TxnOp::Scan { prefix, .. } => check_key(prefix)?,
-                    TxnOp::Put { key, value, .. } => {
-                        check_key(key)?;
-                        check_value(value)?;
-                        if !keys.insert(key) {
-                            return Err(duplicate(key));
-                        }
-                    }
-                    TxnOp::Delete { key } => {
-                        check_key(key)?;
-                        if !keys.insert(key) {
-                            return Err(duplicate(key));
-                        }
-                    }
-                    TxnOp::DeletePrefix { prefix } => {
-                        check_key(prefix)?;
-                        ranges.push(KeyRange::prefix(prefix.clone()));
-                    }
-                    TxnOp::Range { range, .. } => range.check()?,
-                    TxnOp::DeleteRange { range } => {
-                        range.check()?;
-                        ranges.push(range.clone());
-                    }
-                }
-            }
-            for (i, r) in ranges.iter().enumerate() {
-                let overlaps_key = keys.iter().find(|k| r.contains(k));
-                if let Some(k) = overlaps_key {
-                    return Err(duplicate(k));
-                }
-                if ranges[i + 1..].iter().any(|q| q.overlaps(r)) {
-                    return Err(ApiError::Invalid(format!(
-                        "transaction deletes overlapping ranges (one from {:?})",
-                        String::from_utf8_lossy(&r.start)
-                    )));
-                }
-            }
+            branch_writes(branch)?;
         }
         Ok(())
     }
+}
+
+/// Checks a branch's operations and returns what it writes: keys, and the
+/// ranges it deletes (prefixes included); refuses a branch writing a key
+/// twice. A nested transaction counts as writing what either of its
+/// branches writes (etcd's rule, conservatively).
+fn branch_writes(branch: &[TxnOp]) -> Result<(BTreeSet<Bytes>, Vec<KeyRange>), ApiError> {
+    let mut keys: BTreeSet<Bytes> = BTreeSet::new();
+    let mut ranges: Vec<KeyRange> = Vec::new();
+    let put = |keys: &mut BTreeSet<Bytes>, key: &Bytes| {
+        if keys.insert(key.clone()) {
+            Ok(())
+        } else {
+            Err(duplicate(key))
+        }
+    };
+    for op in branch {
+        match op {
+            TxnOp::Get { key } => check_key(key)?,
+            TxnOp::Scan { prefix, .. } => check_key(prefix)?,
+            TxnOp::Put { key, value, .. } => {
+                check_key(key)?;
+                check_value(value)?;
+                put(&mut keys, key)?;
+            }
+            TxnOp::PutKeeping { key, value, .. } => {
+                check_key(key)?;
+                if let Some(v) = value {
+                    check_value(v)?;
+                }
+                put(&mut keys, key)?;
+            }
+            TxnOp::Delete { key } => {
+                check_key(key)?;
+                put(&mut keys, key)?;
+            }
+            TxnOp::DeletePrefix { prefix } => {
+                check_key(prefix)?;
+                ranges.push(KeyRange::prefix(prefix.clone()));
+            }
+            TxnOp::Range { range, .. } => range.check()?,
+            TxnOp::DeleteRange { range } => {
+                range.check()?;
+                ranges.push(range.clone());
+            }
+            TxnOp::Txn(nested) => {
+                nested.validate()?;
+                let (mut k, mut r) = branch_writes(&nested.success)?;
+                let (k2, r2) = branch_writes(&nested.failure)?;
+                // One branch runs: both may write the same keys and ranges.
+                k.extend(k2);
+                for q in r2 {
+                    if !r.contains(&q) {
+                        r.push(q);
+                    }
+                }
+                for key in &k {
+                    put(&mut keys, key)?;
+                }
+                ranges.extend(r);
+            }
+        }
+    }
+    for (i, r) in ranges.iter().enumerate() {
+        if let Some(k) = keys.iter().find(|k| r.contains(k)) {
+            return Err(duplicate(k));
+        }
+        if ranges[i + 1..].iter().any(|q| q.overlaps(r)) {
+            return Err(ApiError::Invalid(format!(
+                "transaction deletes overlapping ranges (one from {:?})",
+                String::from_utf8_lossy(&r.start)
+            )));
+        }
+    }
+    Ok((keys, ranges))
 }
 
 fn duplicate(key: &[u8]) -> ApiError {
@@ -351,5 +407,33 @@ mod tests {
         assert!(ok.validate().is_ok());
         let reads = Txn { success: vec![TxnOp::Get { key: b("a") }, put("a")], ..Txn::default() };
         assert!(reads.validate().is_ok(), "reading a key the branch writes is fine");
+    }
+
+    #[test]
+    fn nested_transactions_count_what_either_branch_writes() {
+        let put = |k: &str| TxnOp::Put { key: b(k), value: b("v"), lease: 0 };
+        let inner =
+            |success: Vec<TxnOp>, failure: Vec<TxnOp>| TxnOp::Txn(Txn { compare: vec![], success, failure });
+        // Either branch of the nested one may write what the other does.
+        let ok = Txn { success: vec![put("a"), inner(vec![put("b")], vec![put("b")])], ..Txn::default() };
+        assert!(ok.validate().is_ok());
+        assert!(ok.writes());
+        // But not what the outer branch writes.
+        let clash = Txn { success: vec![put("a"), inner(vec![], vec![put("a")])], ..Txn::default() };
+        assert!(clash.validate().unwrap_err().to_string().contains("more than once"));
+        let covered = Txn {
+            success: vec![TxnOp::DeletePrefix { prefix: b("x/") }, inner(vec![put("x/1")], vec![])],
+            ..Txn::default()
+        };
+        assert!(covered.validate().is_err());
+        // A nested transaction is checked as a whole, and reads only.
+        let empty = Txn { success: vec![inner(vec![], vec![])], ..Txn::default() };
+        assert!(empty.validate().unwrap_err().to_string().contains("empty transaction"));
+        let reads = Txn { success: vec![inner(vec![TxnOp::Get { key: b("a") }], vec![])], ..Txn::default() };
+        assert!(!reads.writes());
+        // Keeping a value or lease is a write like any other.
+        let keep = TxnOp::PutKeeping { key: b("a"), value: None, lease: Some(0) };
+        let twice = Txn { success: vec![keep, put("a")], ..Txn::default() };
+        assert!(twice.validate().is_err());
     }
 }

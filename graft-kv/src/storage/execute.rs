@@ -160,8 +160,10 @@ pub fn execute(t: &mut Tables<'_, '_>, op: &WriteOp) -> Outcome {
 
 /// Evaluates the compares against the state before the transaction, then
 /// runs one branch in order: each operation sees the branch's earlier
-/// writes. A put to a lease that does not exist refuses the whole
-/// transaction before anything is written.
+/// writes, and a nested transaction's compares see them too. A put to a
+/// lease that does not exist, or one keeping the value or lease of a key
+/// that does not exist, refuses the whole transaction before anything is
+/// written (checked in every branch of nested transactions).
 fn run_txn(t: &mut Tables<'_, '_>, txn: &Txn) -> Result<Result<TxnResponse, ApiError>, StoreError> {
     let mut succeeded = true;
     for c in &txn.compare {
@@ -171,12 +173,8 @@ fn run_txn(t: &mut Tables<'_, '_>, txn: &Txn) -> Result<Result<TxnResponse, ApiE
         }
     }
     let branch = if succeeded { &txn.success } else { &txn.failure };
-    for op in branch {
-        if let TxnOp::Put { lease, .. } = op {
-            if let Err(e) = t.check_lease(*lease)? {
-                return Ok(Err(e));
-            }
-        }
+    if let Err(e) = check_branch(t, branch)? {
+        return Ok(Err(e));
     }
     let mut results = Vec::with_capacity(branch.len());
     for op in branch {
@@ -184,6 +182,15 @@ fn run_txn(t: &mut Tables<'_, '_>, txn: &Txn) -> Result<Result<TxnResponse, ApiE
             TxnOp::Get { key } => TxnOpResult::Get(t.kv.get(key)?),
             TxnOp::Scan { prefix, limit } => TxnOpResult::Scan(t.kv.scan(prefix, *limit as usize)?),
             TxnOp::Put { key, value, lease } => TxnOpResult::Put { previous: t.put(key, value, *lease)? },
+            TxnOp::PutKeeping { key, value, lease } => {
+                // Checked to exist above, and no earlier write of the
+                // branch touches it (validation).
+                let current = t.kv.get(key)?;
+                let cur = current.as_ref();
+                let value = value.clone().or_else(|| cur.map(|c| c.value.clone())).unwrap_or_default();
+                let lease = lease.or_else(|| cur.map(|c| c.lease)).unwrap_or(0);
+                TxnOpResult::Put { previous: t.put(key, &value, lease)? }
+            }
             TxnOp::Delete { key } => TxnOpResult::Delete { previous: t.delete(key)? },
             TxnOp::DeletePrefix { prefix } => TxnOpResult::DeletePrefix { deleted: t.delete_prefix(prefix)? },
             TxnOp::Range { range, limit } => {
@@ -192,7 +199,42 @@ fn run_txn(t: &mut Tables<'_, '_>, txn: &Txn) -> Result<Result<TxnResponse, ApiE
                 TxnOpResult::Range { kvs: r.kvs, count: r.count, more: r.more }
             }
             TxnOp::DeleteRange { range } => TxnOpResult::DeleteRange { previous: t.delete_range(range)? },
+            TxnOp::Txn(nested) => match run_txn(t, nested)? {
+                Ok(r) => TxnOpResult::Txn(r),
+                // Checked above, so nothing of the branch was written yet
+                // that this could leave half-done.
+                Err(e) => return Ok(Err(e)),
+            },
         });
     }
     Ok(Ok(TxnResponse { succeeded, results, revision: t.kv.revision() }))
+}
+
+/// Refuses a branch (and every branch of its nested transactions) that
+/// puts to a lease that does not exist, or keeps the value or lease of a
+/// key that does not exist.
+fn check_branch(t: &Tables<'_, '_>, branch: &[TxnOp]) -> Result<Result<(), ApiError>, StoreError> {
+    for op in branch {
+        match op {
+            TxnOp::Put { lease, .. } | TxnOp::PutKeeping { lease: Some(lease), .. } => {
+                if let Err(e) = t.check_lease(*lease)? {
+                    return Ok(Err(e));
+                }
+            }
+            _ => {}
+        }
+        if let TxnOp::PutKeeping { key, .. } = op {
+            if t.kv.get(key)?.is_none() {
+                return Ok(Err(ApiError::KeyNotFound { key: key.clone() }));
+            }
+        }
+        if let TxnOp::Txn(nested) = op {
+            for b in [&nested.success, &nested.failure] {
+                if let Err(e) = check_branch(t, b)? {
+                    return Ok(Err(e));
+                }
+            }
+        }
+    }
+    Ok(Ok(()))
 }
