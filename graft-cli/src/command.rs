@@ -462,7 +462,7 @@ standard input: compares, a blank line, success operations, a blank line,
 failure operations (as `etcdctl txn` reads them). Words follow shell rules;
 # starts a comment.
 
-  compare:    FIELD(KEY) OP VALUE   FIELD: value, version, create or mod
+  compare:    FIELD(KEY) OP VALUE   FIELD: value, version, create, mod or lease
                                     OP: =, !=, > or <
   operation:  get KEY | scan PREFIX [--limit N] | put KEY VALUE
               | delete KEY | delete --prefix PREFIX

@@ -100,7 +100,10 @@ pub fn parse_compare(line: &str) -> Result<Compare, String> {
         "version" | "ver" => CompareTarget::Version(number()?),
         "create" | "create_revision" => CompareTarget::CreateRevision(number()?),
         "mod" | "mod_revision" => CompareTarget::ModRevision(number()?),
-        other => return Err(bad(&format!("unknown field {other:?}; use value, version, create or mod"))),
+        "lease" => CompareTarget::Lease(number()?),
+        other => {
+            return Err(bad(&format!("unknown field {other:?}; use value, version, create, mod or lease")))
+        }
     };
     Ok(Compare { key: Bytes::from(key.to_owned()), target, op })
 }
@@ -192,6 +195,7 @@ get locks/a
         assert_eq!(parse_op("scan a/").unwrap(), TxnOp::Scan { prefix: b("a/"), limit: DEFAULT_SCAN_LIMIT });
         assert_eq!(parse_compare("create(k) < 9").unwrap().target, CompareTarget::CreateRevision(9));
         assert_eq!(parse_compare("val(k) == v").unwrap().target, CompareTarget::Value(b("v")));
+        assert_eq!(parse_compare("lease(k) = 7").unwrap().target, CompareTarget::Lease(7));
     }
 
     #[test]

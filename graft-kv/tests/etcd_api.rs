@@ -369,6 +369,10 @@ async fn nested_transactions_and_puts_keeping_the_value_or_lease() {
     c.put("n/a", "3", Some(PutOptions::new().with_ignore_lease())).await.expect("ignore_lease");
     let kv = c.get("n/a", None).await.unwrap().kvs()[0].clone();
     assert_eq!((kv.value(), kv.lease()), (&b"3"[..], lease));
+    // A compare on the lease.
+    let on_lease = |id| Txn::new().when([Compare::lease("n/a", CompareOp::Equal, id)]);
+    assert!(c.txn(on_lease(lease)).await.unwrap().succeeded());
+    assert!(!c.txn(on_lease(lease + 1)).await.unwrap().succeeded());
     // Both refuse a key that does not exist, and contradictory options.
     let err = c.put("n/none", "", Some(PutOptions::new().with_ignore_value())).await.unwrap_err();
     assert!(err.to_string().contains("key not found"), "{err}");

@@ -156,11 +156,8 @@ fn compare(c: &pb::Compare) -> Result<Compare, Status> {
         (Ok(T::Mod), None) => CompareTarget::ModRevision(0),
         (Ok(T::Value), Some(TargetUnion::Value(v))) => CompareTarget::Value(Bytes::copy_from_slice(v)),
         (Ok(T::Value), None) => CompareTarget::Value(Bytes::new()),
-        (Ok(T::Lease), _) => {
-            return Err(Status::invalid_argument(
-                "etcdserver: graft does not support compares on a lease yet",
-            ))
-        }
+        (Ok(T::Lease), Some(TargetUnion::Lease(v))) => CompareTarget::Lease(n(*v)),
+        (Ok(T::Lease), None) => CompareTarget::Lease(0),
         _ => return Err(Status::invalid_argument("etcdserver: a compare's target and value disagree")),
     };
     Ok(Compare { key: Bytes::copy_from_slice(&c.key), target, op })

@@ -47,6 +47,8 @@ pub enum CompareTarget {
     CreateRevision(u64),
     /// The revision of its last write.
     ModRevision(u64),
+    /// The lease it is attached to (0: none; an absent key has 0).
+    Lease(u64),
 }
 
 /// How the key's side compares with the given side.
@@ -186,6 +188,7 @@ impl Compare {
             (CompareTarget::Version(n), kv) => kv.map_or(0, |kv| kv.version).cmp(n),
             (CompareTarget::CreateRevision(n), kv) => kv.map_or(0, |kv| kv.create_revision).cmp(n),
             (CompareTarget::ModRevision(n), kv) => kv.map_or(0, |kv| kv.mod_revision).cmp(n),
+            (CompareTarget::Lease(n), kv) => kv.map_or(0, |kv| kv.lease).cmp(n),
         };
         match self.op {
             CompareOp::Equal => ord == Ordering::Equal,
@@ -380,6 +383,10 @@ mod tests {
         assert!(c(CreateRevision(3), Equal).holds(Some(&k)));
         assert!(c(ModRevision(6), Greater).holds(Some(&k)));
         assert!(!c(ModRevision(7), Greater).holds(Some(&k)));
+        assert!(c(Lease(0), Equal).holds(None), "an absent key has lease 0");
+        assert!(c(Lease(0), Equal).holds(Some(&k)));
+        let leased = KeyValue { lease: 9, ..k.clone() };
+        assert!(c(Lease(9), Equal).holds(Some(&leased)) && c(Lease(3), Greater).holds(Some(&leased)));
     }
 
     #[test]

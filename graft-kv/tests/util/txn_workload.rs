@@ -104,6 +104,7 @@ fn compare_of(c: &protocol::Compare) -> Compare {
             CompareTarget::Version(n) => Target::Version(*n),
             CompareTarget::CreateRevision(n) => Target::CreateRevision(*n),
             CompareTarget::ModRevision(n) => Target::ModRevision(*n),
+            CompareTarget::Lease(_) => panic!("the workload does not compare leases"),
         },
         op: match c.op {
             CompareOp::Equal => CmpOp::Equal,
