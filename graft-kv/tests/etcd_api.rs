@@ -380,3 +380,29 @@ async fn nested_transactions_and_puts_keeping_the_value_or_lease() {
     assert!(err.to_string().contains("value is provided"), "{err}");
     assert_eq!(c.get("n/none", None).await.unwrap().count(), 0, "nothing written");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_progress_request_never_claims_more_than_the_watches_have() {
+    let (cluster, addrs) = etcd_cluster();
+    cluster.wait_leader(Duration::from_secs(20)).await;
+    let mut c = connect(&addrs[0]).await;
+    c.put("other", "1", None).await.unwrap();
+    let mut stream = c.watch("p/", Some(WatchOptions::new().with_prefix())).await.unwrap();
+    assert!(stream.message().await.unwrap().expect("created").created());
+    // Nothing delivered yet: no progress answer (a latest-revision header
+    // would claim events this watch has not had).
+    stream.request_progress().await.expect("progress request");
+    let quiet = tokio::time::timeout(Duration::from_millis(800), stream.message()).await;
+    assert!(quiet.is_err(), "no answer before the watch has anything: {quiet:?}");
+    let rev = c.put("p/1", "x", None).await.unwrap().header().unwrap().revision();
+    let got = stream.message().await.unwrap().expect("the event");
+    assert_eq!(got.events()[0].kv().map(|kv| kv.mod_revision()), Some(rev));
+    stream.request_progress().await.expect("progress request");
+    let progress = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("a progress answer")
+        .unwrap()
+        .expect("message");
+    assert!(progress.events().is_empty());
+    assert_eq!(progress.header().map(|h| h.revision()), Some(rev), "exactly what was delivered");
+}

@@ -106,9 +106,16 @@ impl pb::watch_server::Watch for WatchService {
                     }
                     Some(U::ProgressRequest(_)) => {
                         // Every watch of the stream has everything up to the
-                        // lowest revision they have each reached.
+                        // lowest revision they have each reached. A watch that
+                        // has reached none yet is not in sync: as etcd, no
+                        // answer then (a header of 0 would claim the latest).
                         let seen = watches.values().map(|w| w.seen.load(Ordering::Relaxed)).min();
-                        let revision = seen.unwrap_or(0);
+                        let revision = match seen {
+                            Some(0) => continue,
+                            Some(r) => r,
+                            // No watch: the latest revision known.
+                            None => 0,
+                        };
                         let resp = pb::WatchResponse {
                             header: f.header(revision),
                             watch_id: -1,
